@@ -1,0 +1,3 @@
+"""URLs of the ads app under /api/v1/; its endpoints arrive with the ads issue."""
+
+urlpatterns: list = []

@@ -1,0 +1,54 @@
+"""Serializers of the backbone API: training jobs and model versions."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from backbone import registry
+from backbone.models import ModelVersion, TrainingJob
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "state", "tasks", "metrics", "activation_progress", "created_at", "activated_at", "base"]
+        read_only_fields = fields
+
+
+class TrainingJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "id",
+            "kind",
+            "parameters",
+            "status",
+            "progress",
+            "metrics",
+            "log",
+            "error",
+            "worker",
+            "result_version",
+            "created_at",
+            "started_at",
+            "heartbeat_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class StartTrainingRequestSerializer(serializers.Serializer):
+    tasks = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+    epochs = serializers.FloatField(required=False, min_value=0.01, max_value=50)
+    batch_size = serializers.IntegerField(required=False, min_value=2, max_value=512)
+    lr = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-2)
+    head_lr = serializers.FloatField(required=False, min_value=1e-6, max_value=1e-1)
+    seed = serializers.IntegerField(required=False)
+    max_examples = serializers.IntegerField(required=False, min_value=10)
+    activate = serializers.BooleanField(required=False, default=False)
+
+    def validate_tasks(self, tasks):
+        unknown = sorted(set(tasks) - set(registry.TASK_FACTORIES))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown tasks {unknown}; known: {sorted(registry.TASK_FACTORIES)}.")
+        return tasks

@@ -1,0 +1,141 @@
+"""Shared domain data: products, customers, behaviour events, storefront API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import MinValueValidator
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+
+class Product(models.Model):
+    """A sellable item; its text feeds the shared backbone."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=500)
+    description = models.TextField(blank=True)
+    category_path = models.CharField(
+        max_length=500, blank=True, db_index=True, help_text="Slash-separated, e.g. 'tools/saws'."
+    )
+    brand = models.CharField(max_length=200, blank=True, db_index=True)
+    price = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    attributes = models.JSONField(default=dict, blank=True)
+    in_stock = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(price__isnull=True) | models.Q(price__gte=0), name="product_price_not_negative"
+            )
+        ]
+        indexes = [GinIndex(fields=["attributes"], name="product_attributes_gin")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.title[:60]}"
+
+    @property
+    def text(self) -> str:
+        """The text the backbone embeds: title, brand, category and description."""
+        parts = [self.title, self.brand, self.category_path.replace("/", " "), self.description]
+        return " | ".join(p for p in parts if p)
+
+
+class Customer(models.Model):
+    """A shopper, known by the storefront's own id."""
+
+    external_id = models.CharField(max_length=128, unique=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Event(models.Model):
+    """One behaviour event; ``client_event_id`` makes ingestion idempotent."""
+
+    class Type(models.TextChoices):
+        VIEW = "view"
+        CLICK = "click"
+        CART = "cart"
+        PURCHASE = "purchase"
+        RATING = "rating"
+        RETURN = "return"
+
+    customer = models.ForeignKey(Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=16, choices=Type.choices)
+    value = models.FloatField(default=1.0, help_text="Rating, quantity or 1.")
+    timestamp = models.DateTimeField(db_index=True)
+    session = models.CharField(max_length=128, blank=True, db_index=True)
+    client_event_id = models.CharField(max_length=128, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [models.Index(fields=["customer", "-timestamp"], name="event_customer_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.product_id} by {self.customer_id or 'anonymous'}"
+
+
+def hash_key(raw: str) -> str:
+    """Return the stored form of an API key (sha256 hex); keys themselves are never stored."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class StorefrontKey(models.Model):
+    """An API key for the storefront: read endpoints and event ingestion."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def generate_raw_key() -> str:
+        return "sk_" + secrets.token_urlsafe(32)
+
+
+class ProductEmbedding(models.Model):
+    """A product's embedding under one backbone version (pgvector, HNSW cosine index)."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="embeddings")
+    version = models.ForeignKey("backbone.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    embedding = VectorField(dimensions=384)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "version"], name="one_embedding_per_version")]
+        indexes = [
+            HnswIndex(
+                name="product_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["version", "product"], name="product_embedding_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}@{self.version_id}"

@@ -1,0 +1,24 @@
+"""URL map: admin, the versioned REST API, its OpenAPI schema and docs."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.health import HealthView
+
+api_v1 = [
+    path("health", HealthView.as_view(), name="health"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("catalog.urls")),
+    path("", include("backbone.urls")),
+    path("search/", include("search.urls")),
+    path("recommend/", include("recommend.urls")),
+    path("chat/", include("chatbot.urls")),
+    path("ads/", include("ads.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]

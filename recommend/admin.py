@@ -1,0 +1,1 @@
+"""Admin of the recommend app (its models arrive with the recommend issue)."""

@@ -1,0 +1,1 @@
+"""Recommendation models arrive with the recommend issue; behaviour events live in ``catalog``."""

@@ -1,0 +1,5 @@
+"""Search evaluation (being written)."""
+
+
+def evaluate_search(**kwargs):
+    raise NotImplementedError

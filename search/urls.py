@@ -1,0 +1,3 @@
+"""URLs of the search app under /api/v1/; its endpoints arrive with the search issue."""
+
+urlpatterns: list = []
