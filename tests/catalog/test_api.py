@@ -1,0 +1,97 @@
+"""Catalogue API: permissions, product CRUD, event ingestion (idempotent, all-or-nothing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog.models import Customer, Event, Product
+from tests.factories import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def event(i: int, sku: str, **overrides) -> dict:
+    return {
+        "client_event_id": f"e-{i}",
+        "customer": f"c-{i % 7}",
+        "product": sku,
+        "type": "view",
+        "timestamp": "2026-11-28T10:00:00Z",
+        **overrides,
+    }
+
+
+def test_anonymous_cannot_list_products(api_client):
+    assert api_client.get("/api/v1/products").status_code in (401, 403)
+
+
+def test_storefront_reads_products_but_cannot_write(storefront_client):
+    ProductFactory(sku="A1")
+    listing = storefront_client.get("/api/v1/products")
+    assert listing.status_code == 200
+    assert listing.json()["results"][0]["sku"] == "A1"
+    assert storefront_client.post("/api/v1/products", {"sku": "B", "title": "x"}, format="json").status_code == 403
+    assert not Product.objects.filter(sku="B").exists()
+
+
+def test_staff_creates_updates_and_deletes_a_product(staff_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        created = staff_client.post(
+            "/api/v1/products",
+            {"sku": "DRILL-1", "title": "Cordless drill", "category_path": " tools / drills ", "price": "59.00"},
+            format="json",
+        )
+    assert created.status_code == 201, created.json()
+    assert created.json()["category_path"] == "tools/drills"
+    assert len(callbacks) == 1  # the embedding task is enqueued on commit
+    assert staff_client.patch("/api/v1/products/DRILL-1", {"in_stock": False}, format="json").status_code == 200
+    assert Product.objects.get(sku="DRILL-1").in_stock is False
+    assert staff_client.delete("/api/v1/products/DRILL-1").status_code == 204
+
+
+def test_invalid_product_gets_field_messages(staff_client):
+    response = staff_client.post("/api/v1/products", {"sku": "", "price": "-3"}, format="json")
+    assert response.status_code == 400
+    assert {"sku", "title", "price"} <= set(response.json())
+    assert Product.objects.count() == 0
+
+
+def test_a_batch_of_1000_events_is_stored_once(storefront_client):
+    skus = [p.sku for p in ProductFactory.create_batch(20)]
+    batch = [event(i, skus[i % 20]) for i in range(1000)]
+    first = storefront_client.post("/api/v1/events", {"events": batch}, format="json")
+    assert first.status_code == 201, first.content[:500]
+    assert first.json() == {"received": 1000, "created": 1000, "duplicates": 0}
+    again = storefront_client.post("/api/v1/events", {"events": batch[:10] + [event(5000, skus[0])]}, format="json")
+    assert again.json() == {"received": 11, "created": 1, "duplicates": 10}
+    assert Event.objects.count() == 1001
+    assert Customer.objects.count() == 7
+
+
+def test_duplicates_inside_one_batch_count_once(storefront_client):
+    sku = ProductFactory().sku
+    response = storefront_client.post("/api/v1/events", {"events": [event(1, sku), event(1, sku)]}, format="json")
+    assert response.json()["created"] == 1
+    assert Event.objects.count() == 1
+
+
+def test_a_batch_with_one_bad_event_writes_nothing(storefront_client):
+    sku = ProductFactory().sku
+    batch = [event(1, sku), event(2, "NO-SUCH-SKU"), event(3, sku, type="teleport")]
+    response = storefront_client.post("/api/v1/events", {"events": batch}, format="json")
+    assert response.status_code == 400
+    errors = response.json()["events"]
+    assert "type" in errors["2"]
+    assert Event.objects.count() == 0
+
+
+def test_unknown_sku_is_named_in_the_error(storefront_client):
+    sku = ProductFactory().sku
+    response = storefront_client.post("/api/v1/events", {"events": [event(1, sku), event(2, "GHOST")]}, format="json")
+    assert response.status_code == 400
+    assert "GHOST" in str(response.json()["events"]["1"]["product"])
+
+
+def test_invalid_api_key_is_rejected(api_client):
+    api_client.credentials(HTTP_X_API_KEY="sk_wrong")
+    assert api_client.get("/api/v1/products").status_code == 401
