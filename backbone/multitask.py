@@ -165,7 +165,8 @@ class MultiTaskTrainer:
             nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            running[name] = 0.9 * running.get(name, float(loss)) + 0.1 * float(loss)
+            value = float(loss.detach())
+            running[name] = 0.9 * running.get(name, value) + 0.1 * value
             if (step + 1) % report_every == 0 or step + 1 == len(schedule):
                 history.append({"step": step + 1, **{f"loss_{k}": round(v, 4) for k, v in running.items()}})
                 losses = ", ".join(f"{k} loss {v:.3f}" for k, v in running.items())

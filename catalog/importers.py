@@ -11,11 +11,15 @@ Apps register their own importers here in ``AppConfig.ready`` (the catalogue doe
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from django.db import models
 from tqdm import tqdm
 
 IMPORTERS: dict[str, Callable[..., dict[str, int]]] = {}

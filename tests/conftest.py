@@ -43,3 +43,34 @@ def storefront_client(db) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_X_API_KEY=raw)
     return client
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BERT (1 layer, 384 wide to fit vector(384)) with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from backbone.encoder import packaged_model_path
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256
+    )
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(packaged_model_path(), local_files_only=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_active_version(db, tiny_model_dir):
+    """Make the tiny model the active backbone version (instead of the packaged one)."""
+    from backbone.models import ModelVersion
+    from backbone.services import _ENCODER_CACHE
+
+    ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE).update(state=ModelVersion.State.RETIRED)
+    version = ModelVersion.objects.create(name="tiny", path=str(tiny_model_dir), state=ModelVersion.State.ACTIVE)
+    _ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)
+    yield version
+    _ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)

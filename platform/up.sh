@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install and start the whole platform on this machine: embedded PostgreSQL (pgvector, pg_trgm),
+# migrations, a Celery worker per queue (with beat), and the web server on 127.0.0.1:8000.
+# With --data-dir DIR, also imports every dataset found in DIR (folders named as in ../shared/data).
+# Usage: platform/up.sh [--data-dir DIR] [--port 8000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_DIR=""; PORT=${PORT:-8000}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data-dir) DATA_DIR=$(cd "$2" && pwd); shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+bash platform/install.sh
+. .venv/bin/activate
+export STATE_DIR=${STATE_DIR:-$PWD/var}
+mkdir -p "$STATE_DIR/log" "$STATE_DIR/run"
+bash platform/down.sh --keep-db >/dev/null 2>&1 || true
+
+python manage.py migrate --noinput
+python manage.py collectstatic --noinput >/dev/null
+python manage.py bootstrap_platform | tee "$STATE_DIR/credentials.json"
+
+if [ -n "$DATA_DIR" ]; then
+  declare -A FOLDERS=([homedepot]=homedepot_search [movielens]=movielens_latest_small [online_retail]=online_retail
+                      [banking77]=banking77 [clinc150]=clinc150 [ipinyou]=ipinyou_ctr)
+  for name in homedepot movielens online_retail banking77 clinc150 ipinyou; do
+    folder="$DATA_DIR/${FOLDERS[$name]}"
+    if [ -d "$folder" ]; then
+      echo "importing $name from $folder"
+      python manage.py import_dataset "$name" --data-dir "$folder"
+    fi
+  done
+fi
+
+celery -A config worker -Q default -n "default@%h" --concurrency 2 -B \
+  --schedule "$STATE_DIR/run/celerybeat-schedule" --loglevel INFO \
+  --logfile "$STATE_DIR/log/worker-default.log" --pidfile "$STATE_DIR/run/worker-default.pid" --detach
+celery -A config worker -Q training -n "training@%h" --concurrency 1 --loglevel INFO \
+  --logfile "$STATE_DIR/log/worker-training.log" --pidfile "$STATE_DIR/run/worker-training.pid" --detach
+gunicorn config.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --daemon \
+  --pid "$STATE_DIR/run/web.pid" --access-logfile "$STATE_DIR/log/web-access.log" --error-logfile "$STATE_DIR/log/web.log"
+
+for _ in $(seq 1 60); do
+  if curl -fsS "http://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1; then
+    echo "platform is up: http://127.0.0.1:$PORT/admin/  API docs: http://127.0.0.1:$PORT/api/v1/docs"
+    echo "credentials (printed once on first start): $STATE_DIR/credentials.json; logs: $STATE_DIR/log/; stop: platform/down.sh"
+    exit 0
+  fi
+  sleep 1
+done
+echo "health check did not pass within 60s; see $STATE_DIR/log/" >&2
+curl -sS "http://127.0.0.1:$PORT/api/v1/health" >&2 || true
+exit 1

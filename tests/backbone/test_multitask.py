@@ -1,0 +1,70 @@
+"""The multi-task trainer on a tiny random transformer with synthetic tasks of known answer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from backbone.encoder import Encoder
+from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig, interleave
+from chatbot.ml import IntentTask
+
+COLOURS = ["red", "green", "blue", "yellow"]
+
+
+def colour_task(name: str, seed: int) -> IntentTask:
+    """Texts that name a colour among noise words; the label is the colour."""
+    rng = random.Random(seed)
+    noise = ["table", "chair", "lamp", "door", "window", "floor", "paint", "brush", "wall", "shelf"]
+    texts, labels = [], []
+    for i in range(160):
+        colour = COLOURS[i % 4]
+        words = rng.sample(noise, 3) + [colour]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(colour)
+    task = IntentTask((texts, labels), seed=seed)
+    task.name = name
+    return task
+
+
+def test_interleave_scales_batches_by_weight():
+    rng = random.Random(0)
+    schedule = interleave({"a": [1, 2, 3, 4], "b": [5, 6]}, {"a": 1.0, "b": 2.0}, rng)
+    names = [name for name, _ in schedule]
+    assert names.count("a") == 4 and names.count("b") == 4
+
+
+def test_two_tasks_fine_tune_one_shared_encoder(tiny_model_dir):
+    encoder = Encoder.load(tiny_model_dir, device="cpu")
+    before = {k: v.clone() for k, v in encoder.state_dict().items() if "encoder.layer.0" in k}
+    tasks = [colour_task("colours_a", 1), colour_task("colours_b", 2)]
+    chance_heads = {t.name: t.build_head(encoder.dim) for t in tasks}
+    untrained = {t.name: t.evaluate(encoder, chance_heads[t.name].eval())["accuracy"] for t in tasks}
+    seen = []
+    result = MultiTaskTrainer(
+        encoder,
+        tasks,
+        TrainingConfig(epochs=4, batch_size=16, lr=1e-4, head_lr=1e-2),
+        progress=lambda fraction, message: seen.append(fraction),
+    ).fit()
+    after = encoder.state_dict()
+    assert any((after[k] != v).any() for k, v in before.items()), "the shared encoder was updated"
+    for task in tasks:
+        assert result.metrics[task.name]["accuracy"] >= 0.9 > untrained[task.name] + 0.3
+        assert "frozen_encoder_logreg" in result.baselines[task.name]
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_cancelled_training_stops(tiny_model_dir):
+    encoder = Encoder.load(tiny_model_dir, device="cpu")
+    trainer = MultiTaskTrainer(encoder, [colour_task("c", 1)], TrainingConfig(epochs=1), should_stop=lambda: True)
+    with pytest.raises(TrainingCancelled):
+        trainer.fit()
+
+
+def test_task_names_must_be_unique(tiny_model_dir):
+    encoder = Encoder.load(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="unique"):
+        MultiTaskTrainer(encoder, [colour_task("same", 1), colour_task("same", 2)])
