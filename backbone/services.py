@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from django.conf import settings
 from django.db import transaction
@@ -138,13 +139,27 @@ def cancel_training_job(*, job_id: int) -> bool:
 
 
 def reap_stale_jobs() -> int:
-    """Mark running jobs whose worker stopped sending heartbeats as failed; return how many."""
+    """Mark running jobs whose worker died as failed; return how many.
+
+    A worker is dead when its heartbeat is older than ``TRAINING_HEARTBEAT_TIMEOUT``, or at
+    once when it ran on this host and its process is gone.
+    """
+    running = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING)
     cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
-    reaped = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+    reaped = running.filter(heartbeat_at__lt=cutoff).update(
         status=TrainingJob.Status.FAILED,
         error=f"worker stopped sending heartbeats for over {settings.TRAINING_HEARTBEAT_TIMEOUT}s (it died or was killed)",
         finished_at=timezone.now(),
     )
+    host = socket.gethostname()
+    for job_id, worker in running.values_list("pk", "worker"):
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            reaped += running.filter(pk=job_id).update(
+                status=TrainingJob.Status.FAILED,
+                error=f"worker process {worker} is gone (it died or was killed)",
+                finished_at=timezone.now(),
+            )
     if reaped:
         logger.warning("marked %d stale training job(s) failed", reaped)
     return reaped

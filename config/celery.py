@@ -14,20 +14,25 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("training"))
 
 
-def _embedded_broker_defaults() -> dict:
-    """Broker on the embedded PostgreSQL, evaluated only when Celery reads its config."""
+def database_broker_url() -> str:
+    """kombu's SQLAlchemy transport on the project's own database (no extra server needed)."""
     from django.conf import settings
 
-    if settings.CELERY_BROKER_URL:
-        return {}
     if settings.DATABASE_URL:
         url = settings.DATABASE_URL.replace("postgres://", "postgresql://", 1)
     else:
         from config import embedded
 
         url = embedded.database_url(settings.STATE_DIR, settings.DATABASES["default"]["NAME"])
-    return {"broker_url": "sqla+" + url.replace("postgresql://", "postgresql+psycopg://", 1)}
+    return "sqla+" + url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-app.add_defaults(_embedded_broker_defaults)
+def _broker_defaults() -> dict:
+    """Evaluated only when Celery first reads its config, so importing this module starts nothing."""
+    from django.conf import settings
+
+    return {} if settings.CELERY_BROKER_URL else {"broker_url": database_broker_url()}
+
+
+app.add_defaults(_broker_defaults)
 app.autodiscover_tasks()

@@ -143,7 +143,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.5}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": 60.0},
@@ -155,7 +154,7 @@ BACKBONE_DEVICE = env_str("BACKBONE_DEVICE", "auto")  # auto | cpu | cuda
 BACKBONE_BATCH_SIZE = env_int("BACKBONE_BATCH_SIZE", 32)
 BACKBONE_MAX_LENGTH = env_int("BACKBONE_MAX_LENGTH", 128)
 BACKBONE_TORCH_THREADS = env_int("BACKBONE_TORCH_THREADS", 0)  # 0: torch's default
-MODELS_DIR = STATE_DIR / "models"
+MODELS_DIR = Path(env_str("MODELS_DIR", str(STATE_DIR / "models"))).resolve()
 # A running training job whose heartbeat is older than this is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 300)
 
