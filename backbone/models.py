@@ -17,7 +17,9 @@ class ModelVersion(models.Model):
         FAILED = "failed", "activation failed"
 
     name = models.CharField(max_length=100, unique=True)
-    path = models.CharField(max_length=500, help_text="Folder with model.safetensors, config.json, heads/, metrics.json.")
+    path = models.CharField(
+        max_length=500, help_text="Folder with model.safetensors, config.json, heads/, metrics.json."
+    )
     base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     state = models.CharField(max_length=16, choices=State.choices, default=State.READY, db_index=True)
     metrics = models.JSONField(default=dict, blank=True)

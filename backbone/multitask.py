@@ -61,8 +61,8 @@ class TrainingConfig:
 
     epochs: float = 1.0
     batch_size: int = 32
-    lr: float = 3e-5
-    head_lr: float = 1e-3
+    lr: float = 5e-5
+    head_lr: float = 2e-3
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     seed: int = 13

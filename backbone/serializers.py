@@ -11,7 +11,17 @@ from backbone.models import ModelVersion, TrainingJob
 class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "state", "tasks", "metrics", "activation_progress", "created_at", "activated_at", "base"]
+        fields = [
+            "id",
+            "name",
+            "state",
+            "tasks",
+            "metrics",
+            "activation_progress",
+            "created_at",
+            "activated_at",
+            "base",
+        ]
         read_only_fields = fields
 
 

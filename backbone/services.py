@@ -17,9 +17,8 @@ import psutil
 import torch
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
 from django.db.models.functions import Concat
-from django.db.models import Value
 from django.utils import timezone
 
 from backbone import registry
@@ -64,7 +63,9 @@ def ensure_base_version() -> ModelVersion:
             version.path = path
             version.save(update_fields=["path"])
         if not ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE).exists():
-            ModelVersion.objects.filter(pk=version.pk).update(state=ModelVersion.State.ACTIVE, activated_at=timezone.now())
+            ModelVersion.objects.filter(pk=version.pk).update(
+                state=ModelVersion.State.ACTIVE, activated_at=timezone.now()
+            )
             version.refresh_from_db()
     return version
 
@@ -79,7 +80,9 @@ def load_encoder(version: ModelVersion, device: str | None = None) -> Encoder:
     """Load the encoder weights of ``version`` from its folder."""
     if settings.BACKBONE_TORCH_THREADS:
         torch.set_num_threads(settings.BACKBONE_TORCH_THREADS)
-    return Encoder.load(version.path, device=device or settings.BACKBONE_DEVICE, max_length=settings.BACKBONE_MAX_LENGTH)
+    return Encoder.load(
+        version.path, device=device or settings.BACKBONE_DEVICE, max_length=settings.BACKBONE_MAX_LENGTH
+    )
 
 
 def active_encoder() -> tuple[ModelVersion | None, Encoder]:
@@ -221,7 +224,12 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
             encoder=encoder,
             base=base,
             heads={t.name: (result.heads[t.name], t.head_config()) for t in tasks},
-            metrics={"tasks": result.metrics, "baselines": result.baselines, "steps": result.steps, "seconds": result.seconds},
+            metrics={
+                "tasks": result.metrics,
+                "baselines": result.baselines,
+                "steps": result.steps,
+                "seconds": result.seconds,
+            },
             training={"job_id": job_id, "parameters": params, "history": result.history},
         )
     except TrainingCancelled as exc:

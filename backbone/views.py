@@ -31,7 +31,9 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     def cancel(self, request, pk=None):
         job = self.get_object()
         if not services.cancel_training_job(job_id=job.pk):
-            return Response({"detail": f"Job is {job.status}; only queued or running jobs can be cancelled."}, status=409)
+            return Response(
+                {"detail": f"Job is {job.status}; only queued or running jobs can be cancelled."}, status=409
+            )
         job.refresh_from_db()
         return Response(TrainingJobSerializer(job).data)
 

@@ -16,14 +16,19 @@ class ProductIndex:
 
     def pending_ids(self, version_id: int, limit: int) -> list[int]:
         return list(
-            Product.objects.exclude(embeddings__version_id=version_id).order_by("id").values_list("id", flat=True)[:limit]
+            Product.objects.exclude(embeddings__version_id=version_id)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
         )
 
     def count(self, version_id: int) -> tuple[int, int]:
         return ProductEmbedding.objects.filter(version_id=version_id).count(), Product.objects.count()
 
     def texts(self, ids: list[int]) -> dict[int, str]:
-        return {p.id: p.text for p in Product.objects.filter(id__in=ids).only("id", "title", "brand", "category_path", "description")}
+        return {
+            p.id: p.text
+            for p in Product.objects.filter(id__in=ids).only("id", "title", "brand", "category_path", "description")
+        }
 
     def store(self, version_id: int, vectors: dict[int, Any]) -> None:
         rows = [ProductEmbedding(product_id=pid, version_id=version_id, embedding=vec) for pid, vec in vectors.items()]

@@ -34,10 +34,8 @@ def schedule_product_embeddings(*, product_ids: list[int]) -> None:
 
 def embed_products(*, product_ids: list[int]) -> int:
     """Compute missing or stale embeddings of products for the active and activating versions."""
-    from backbone.encoder import Encoder  # noqa: F401  (typing only)
     from backbone.models import ModelVersion
     from backbone.services import active_encoder, load_encoder
-
     from catalog.embeddings import product_index
 
     texts = product_index.texts(product_ids)

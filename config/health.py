@@ -52,7 +52,9 @@ class HealthView(APIView):
     @extend_schema(
         responses={
             200: inline_serializer("Health", {"status": serializers.CharField(), "checks": serializers.DictField()}),
-            503: inline_serializer("HealthFailed", {"status": serializers.CharField(), "checks": serializers.DictField()}),
+            503: inline_serializer(
+                "HealthFailed", {"status": serializers.CharField(), "checks": serializers.DictField()}
+            ),
         }
     )
     def get(self, request):

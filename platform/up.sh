@@ -21,7 +21,11 @@ bash platform/down.sh --keep-db >/dev/null 2>&1 || true
 
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput >/dev/null
-python manage.py bootstrap_platform | tee "$STATE_DIR/credentials.json"
+credentials=$(python manage.py bootstrap_platform)
+if [[ "$credentials" == *admin_password* || "$credentials" == *storefront_key* ]]; then
+  echo "$credentials" | tee "$STATE_DIR/credentials.json"   # shown once: only hashes are stored
+  chmod 600 "$STATE_DIR/credentials.json"
+fi
 
 if [ -n "$DATA_DIR" ]; then
   declare -A FOLDERS=([homedepot]=homedepot_search [movielens]=movielens_latest_small [online_retail]=online_retail

@@ -35,7 +35,9 @@ def start_worker(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(broker_url: str | None = None) -> subprocess.Popen:
-        env = dict(os.environ, EMBEDDED_DATABASE_NAME=connection.settings_dict["NAME"], STATE_DIR=str(settings.STATE_DIR))
+        env = dict(
+            os.environ, EMBEDDED_DATABASE_NAME=connection.settings_dict["NAME"], STATE_DIR=str(settings.STATE_DIR)
+        )
         env["MODELS_DIR"] = str(tmp_path / "models")
         if settings.DATABASE_URL:
             env["DATABASE_URL"] = settings.DATABASE_URL.rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]

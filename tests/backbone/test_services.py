@@ -58,7 +58,9 @@ def test_unknown_task_is_refused_and_nothing_is_written():
 
 
 def test_training_job_writes_a_new_version_that_beats_chance(tiny_active_version, colour_intents, models_dir):
-    job = TrainingJob.objects.create(parameters={"tasks": ["intents"], "epochs": 6, "batch_size": 16, "lr": 1e-4, "head_lr": 1e-2})
+    job = TrainingJob.objects.create(
+        parameters={"tasks": ["intents"], "epochs": 6, "batch_size": 16, "lr": 1e-4, "head_lr": 1e-2}
+    )
     services.run_training_job(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.SUCCEEDED, job.error
@@ -102,7 +104,9 @@ def test_cancel_only_touches_unfinished_jobs():
 
 def test_stale_running_job_is_marked_failed(settings):
     settings.TRAINING_HEARTBEAT_TIMEOUT = 60
-    stale = TrainingJob.objects.create(status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5))
+    stale = TrainingJob.objects.create(
+        status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
     alive = TrainingJob.objects.create(status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now())
     assert services.reap_stale_jobs() == 1
     stale.refresh_from_db()
