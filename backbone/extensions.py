@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.management.base import CommandError
 from django.db import migrations
 
 
@@ -16,9 +17,10 @@ class RequireExtension(migrations.RunSQL):
         with schema_editor.connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", [self.name])
             if cursor.fetchone() is None:
-                raise RuntimeError(
+                # CommandError: manage.py migrate prints the message alone, without a traceback.
+                raise CommandError(
                     f"PostgreSQL extension '{self.name}' is not available on the server at DATABASE_URL. "
-                    f"Install it there (pgvector: https://github.com/pgvector/pgvector) or unset DATABASE_URL "
+                    f"Install pgvector there, or unset DATABASE_URL "
                     f"to use the embedded PostgreSQL, which ships it."
                 )
         super().database_forwards(app_label, schema_editor, from_state, to_state)
