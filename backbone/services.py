@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import torch
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -186,6 +186,33 @@ def claim_training_job(*, job_id: int) -> bool:
     )
 
 
+class _Heartbeat(threading.Thread):
+    """Touches a running job's heartbeat every few seconds, also through long evaluations."""
+
+    def __init__(self, job_id: int):
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.job_id = job_id
+        self.interval = max(1.0, min(30.0, settings.TRAINING_HEARTBEAT_TIMEOUT / 4))
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> _Heartbeat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.join()
+
+
 def run_training_job(*, job_id: int) -> TrainingJob | None:
     """Claim and run one training job; write the new version folder and row on success.
 
@@ -209,8 +236,15 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
         logger.info("training job %s: %.0f%% %s", job_id, fraction * 100, message)
 
     def should_stop() -> bool:
-        return TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.CANCELLED).exists()
+        # Cancelled by an operator, or failed by the reaper: either way stop spending compute.
+        return not TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.RUNNING).exists()
 
+    with _Heartbeat(job_id):
+        return _train(job_id, params, progress, should_stop)
+
+
+def _train(job_id: int, params: dict[str, Any], progress, should_stop) -> TrainingJob:
+    """The body of :func:`run_training_job` once the job is claimed."""
     try:
         base = get_active_version()
         _append_log(job_id, f"base version {base.name}; tasks {params['tasks']}")
@@ -249,10 +283,13 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
         result_version=version,
         finished_at=timezone.now(),
     )
-    if finished:
-        _append_log(job_id, f"wrote version {version.name}")
-        if params.get("activate"):
-            activate_version(version_id=version.pk)
+    if not finished:  # cancelled or reaped while saving: drop the orphan version
+        delete_version_files(version)
+        version.delete()
+        return TrainingJob.objects.get(pk=job_id)
+    _append_log(job_id, f"wrote version {version.name}")
+    if params.get("activate"):
+        activate_version(version_id=version.pk)
     return TrainingJob.objects.get(pk=job_id)
 
 
