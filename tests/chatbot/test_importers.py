@@ -1,0 +1,90 @@
+"""BANKING77 and CLINC150 importers on the real files: intents, splits, name clashes, idempotence."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from chatbot.models import Intent, IntentExample
+
+pytestmark = pytest.mark.django_db
+
+
+def import_dataset(name: str, folder: Path, limit: int | None = None) -> dict:
+    """Run the command and return its JSON counts."""
+    out = StringIO()
+    args = ["--limit", str(limit)] if limit else []
+    call_command("import_dataset", name, "--data-dir", str(folder), "--no-progress", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def stored_counts() -> tuple[int, int]:
+    """Rows stored in the tables this importer fills."""
+    return Intent.objects.count(), IntentExample.objects.count()
+
+
+def test_banking77_import_creates_77_intents_of_training_examples(data_dir):
+    counts = import_dataset("banking77", data_dir / "banking77")
+
+    # 10,003 rows; four repeat another message but for surrounding newlines.
+    assert (counts["intents"], counts["examples"]) == (77, 9_999)
+    assert stored_counts() == (77, 9_999)
+    assert set(IntentExample.objects.values_list("split", "source").distinct()) == {("train", "banking77/train.csv")}
+    assert Intent.objects.get(name="card_arrival").dataset == "banking77"
+    assert not Intent.objects.filter(is_out_of_scope=True).exists()
+
+
+def test_clinc150_import_keeps_its_splits_and_marks_out_of_scope(data_dir):
+    counts = import_dataset("clinc150", data_dir / "clinc150")
+
+    assert (counts["intents"], counts["examples"]) == (151, 18_200)
+    assert IntentExample.objects.filter(split="train", source="clinc150/train.csv").count() == 15_100
+    assert IntentExample.objects.filter(split="val", source="clinc150/val.csv").count() == 3_100
+    assert list(Intent.objects.filter(is_out_of_scope=True).values_list("name", flat=True)) == ["oos"]
+    assert Intent.objects.get(name="translate").domain == "travel"
+
+
+def test_intent_name_another_dataset_owns_gets_the_dataset_prefix(data_dir):
+    import_dataset("banking77", data_dir / "banking77")
+    import_dataset("clinc150", data_dir / "clinc150")
+
+    assert Intent.objects.get(name="exchange_rate").dataset == "banking77"
+    assert Intent.objects.get(name="clinc150:exchange_rate").dataset == "clinc150"
+    assert Intent.objects.get(name="translate").dataset == "clinc150"  # no clash: plain name
+
+
+def test_second_import_adds_nothing(data_dir):
+    import_dataset("banking77", data_dir / "banking77", limit=2000)
+    import_dataset("clinc150", data_dir / "clinc150", limit=2000)
+    before = stored_counts()
+
+    again = [import_dataset(name, data_dir / name, limit=2000) for name in ("banking77", "clinc150")]
+
+    assert [(c["intents"], c["examples"]) for c in again] == [(0, 0), (0, 0)]
+    assert stored_counts() == before
+
+
+def test_row_from_the_wrong_split_aborts_the_import_naming_file_and_line(tmp_path):
+    header = "text,intent,domain,source_split\n"
+    (tmp_path / "train.csv").write_text(header + "how do i say hi in french,translate,travel,train\n")
+    (tmp_path / "val.csv").write_text(
+        header + "in spanish please,translate,travel,val\nhello,greeting,small_talk,test\n"
+    )
+
+    with pytest.raises(CommandError, match=r"nothing imported: .*val\.csv, line 3: source_split 'test'"):
+        import_dataset("clinc150", tmp_path)
+
+    assert stored_counts() == (0, 0)
+
+
+def test_row_with_a_missing_field_aborts_the_import(tmp_path):
+    (tmp_path / "train.csv").write_text("text,category\nwhere is my card?,card_arrival\nno label here\n")
+
+    with pytest.raises(CommandError, match=r"train\.csv, line 3: expected 2 fields"):
+        import_dataset("banking77", tmp_path)
+
+    assert stored_counts() == (0, 0)

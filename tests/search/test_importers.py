@@ -1,0 +1,86 @@
+"""Home Depot importer on the real files: the full catalogue, idempotence, broken references."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from catalog.models import Product
+from search.models import JudgedQuery, RelevanceLabel
+
+pytestmark = pytest.mark.django_db
+
+
+def import_dataset(name: str, folder: Path, limit: int | None = None) -> dict:
+    """Run the command and return its JSON counts."""
+    out = StringIO()
+    args = ["--limit", str(limit)] if limit else []
+    call_command("import_dataset", name, "--data-dir", str(folder), "--no-progress", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def copy_head(source: Path, target: Path, lines: int, extra: str = "") -> None:
+    """Write the first ``lines`` lines of ``source`` (header included) to ``target``, then ``extra``."""
+    with open(source, encoding="utf-8") as fh:
+        head = [next(fh) for _ in range(lines)]
+    target.write_text("".join(head) + extra, encoding="utf-8")
+
+
+def stored_counts() -> tuple[int, int, int]:
+    """Rows stored in the tables this importer fills."""
+    return Product.objects.count(), JudgedQuery.objects.count(), RelevanceLabel.objects.count()
+
+
+def test_full_homedepot_import_loads_all_54667_products(data_dir):
+    counts = import_dataset("homedepot", data_dir / "homedepot_search")
+
+    assert (counts["products"], counts["queries"], counts["labels"]) == (54_667, 8_257, 51_863)
+    assert stored_counts() == (54_667, 8_257, 51_863)
+    nails = Product.objects.get(sku="100179")
+    assert "30å¡ Galvanized" in nails.title  # the source's mojibake, kept as is
+    assert (nails.category_path, nails.brand) == ("", "")
+    label = RelevanceLabel.objects.select_related("query", "product").get(
+        query__external_id="q02262", product__sku="100001"
+    )
+    assert label.relevance == 3.0
+    assert label.query.dataset == "homedepot"
+
+
+def test_second_homedepot_import_adds_nothing(data_dir):
+    folder = data_dir / "homedepot_search"
+    first = import_dataset("homedepot", folder, limit=3000)
+    before = stored_counts()
+
+    again = import_dataset("homedepot", folder, limit=3000)
+
+    assert before == (3000, 3000, first["labels"])
+    assert (again["products"], again["queries"], again["labels"]) == (0, 0, 0)
+    assert stored_counts() == before
+
+
+def test_label_of_an_unknown_product_names_file_and_line(data_dir, tmp_path):
+    source = data_dir / "homedepot_search"
+    copy_head(source / "products.csv", tmp_path / "products.csv", 3)
+    (tmp_path / "queries.csv").write_text("query_id,query\nq02262,angle bracket\nq06560,simpson sku able\n")
+    copy_head(source / "labels.csv", tmp_path / "labels.csv", 3, extra="4,q02262,999999,Nothing,2\n")
+
+    with pytest.raises(CommandError, match=r"nothing imported: .*labels\.csv, line 4: unknown product_uid '999999'"):
+        import_dataset("homedepot", tmp_path)
+
+    assert stored_counts() == (0, 0, 0)
+
+
+def test_relevance_outside_one_to_three_names_file_and_line(data_dir, tmp_path):
+    source = data_dir / "homedepot_search"
+    copy_head(source / "products.csv", tmp_path / "products.csv", 3)
+    (tmp_path / "queries.csv").write_text("query_id,query\nq02262,angle bracket\n")
+    (tmp_path / "labels.csv").write_text("id,query_id,product_uid,product_title,relevance\n2,q02262,100001,Angle,4.5\n")
+
+    with pytest.raises(CommandError, match=r"labels\.csv, line 2: column 'relevance'"):
+        import_dataset("homedepot", tmp_path)
+
+    assert stored_counts() == (0, 0, 0)
