@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import socket
 import threading
@@ -263,6 +264,8 @@ def _train(job_id: int, params: dict[str, Any], progress, should_stop) -> Traini
                 "baselines": result.baselines,
                 "steps": result.steps,
                 "seconds": result.seconds,
+                "device": str(encoder.device),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             },
             training={"job_id": job_id, "parameters": params, "history": result.history},
         )

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from io import StringIO
-from pathlib import Path
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from ads.models import AdImpression
+from tests.importing import copy_head, import_dataset
 
 pytestmark = pytest.mark.django_db
-
-
-def import_dataset(name: str, folder: Path, limit: int | None = None) -> dict:
-    """Run the command and return its JSON counts."""
-    out = StringIO()
-    args = ["--limit", str(limit)] if limit else []
-    call_command("import_dataset", name, "--data-dir", str(folder), "--no-progress", *args, stdout=out)
-    return json.loads(out.getvalue())
-
-
-def copy_head(source: Path, target: Path, lines: int, extra: str = "") -> None:
-    """Write the first ``lines`` lines of ``source`` (header included) to ``target``, then ``extra``."""
-    with open(source, encoding="utf-8") as fh:
-        head = [next(fh) for _ in range(lines)]
-    target.write_text("".join(head) + extra, encoding="utf-8")
 
 
 def test_ipinyou_import_stores_impressions_with_their_fields(data_dir):

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from io import StringIO
-from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from catalog.models import Customer, Event, Product
+from tests.importing import copy_head, import_dataset
 
 pytestmark = pytest.mark.django_db
 
 RETAIL_HEADER = "row_id,InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
-
-
-def import_dataset(name: str, folder: Path, limit: int | None = None) -> dict:
-    """Run the command and return its JSON counts."""
-    out = StringIO()
-    args = ["--limit", str(limit)] if limit else []
-    call_command("import_dataset", name, "--data-dir", str(folder), "--no-progress", *args, stdout=out)
-    return json.loads(out.getvalue())
-
-
-def copy_head(source: Path, target: Path, lines: int, extra: str = "") -> None:
-    """Write the first ``lines`` lines of ``source`` (header included) to ``target``, then ``extra``."""
-    with open(source, encoding="utf-8") as fh:
-        head = [next(fh) for _ in range(lines)]
-    target.write_text("".join(head) + extra, encoding="utf-8")
 
 
 def stored_counts() -> tuple[int, int, int]:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from io import StringIO
-from pathlib import Path
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from chatbot.models import Intent, IntentExample
+from tests.importing import import_dataset
 
 pytestmark = pytest.mark.django_db
-
-
-def import_dataset(name: str, folder: Path, limit: int | None = None) -> dict:
-    """Run the command and return its JSON counts."""
-    out = StringIO()
-    args = ["--limit", str(limit)] if limit else []
-    call_command("import_dataset", name, "--data-dir", str(folder), "--no-progress", *args, stdout=out)
-    return json.loads(out.getvalue())
 
 
 def stored_counts() -> tuple[int, int]:
