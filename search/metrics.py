@@ -46,4 +46,3 @@ def reciprocal_rank(ranking: Sequence[str], relevant: Collection[str], k: int = 
 def relevant_items(judgements: Mapping[str, float], threshold: float) -> set[str]:
     """Return the items judged at least ``threshold`` (the 'relevant' ones for recall and MRR)."""
     return {item for item, relevance in judgements.items() if relevance >= threshold}
-

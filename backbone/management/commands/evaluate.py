@@ -34,7 +34,9 @@ def find_evaluator(task: str, dataset: str) -> registry.Evaluator:
         known = ", ".join(sorted(registry.EVALUATORS)) or "none"
         raise CommandError(f"unknown task {task!r}; tasks with an evaluator: {known}")
     if dataset not in evaluator.datasets:
-        raise CommandError(f"task {task!r} cannot be evaluated on dataset {dataset!r}; supported: {', '.join(evaluator.datasets)}")
+        raise CommandError(
+            f"task {task!r} cannot be evaluated on dataset {dataset!r}; supported: {', '.join(evaluator.datasets)}"
+        )
     return evaluator
 
 
@@ -66,6 +68,7 @@ class Command(BaseCommand):
     help = "Train on one folder, measure on another; print the model's and the baselines' metrics as one JSON object."
 
     def add_arguments(self, parser):
+        """Declare TASK, the dataset folders, the output file and the quick-run limits."""
         parser.add_argument("task", help="Task with a registered evaluator, e.g. search")
         parser.add_argument("--dataset", required=True, help="Dataset name, e.g. homedepot")
         parser.add_argument("--train-dir", required=True, type=Path)
@@ -99,4 +102,3 @@ class Command(BaseCommand):
             json_file.write_text(json.dumps(report, indent=2) + "\n")
             print(f"wrote {json_file}", file=sys.stderr)
         self.stdout.write(json.dumps(report))
-

@@ -1,0 +1,139 @@
+"""``manage.py split_dataset`` and ``manage.py evaluate search`` on real Home Depot data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from backbone.models import ModelVersion, TrainingJob
+from catalog.models import Product, ProductEmbedding
+from search.evaluation import TABLE, or_tsquery_text, reciprocal_rank_fusion
+from search.models import JudgedQuery, RelevanceLabel
+from tests.factories import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+SYSTEMS = ("postgres_fts", "dense_untuned")
+METRICS = ("ndcg@10", "recall@100", "mrr")
+
+
+def read_column(path: Path, column: str) -> list[str]:
+    """Return one column of a CSV file."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [row[column] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture
+def split(data_dir: Path, tmp_path: Path) -> Path:
+    """A seeded 80/20 query split of the real Home Depot data in ``tmp_path``."""
+    out = tmp_path / "split"
+    call_command(
+        "split_dataset",
+        "homedepot",
+        "--data-dir",
+        str(data_dir / "homedepot_search"),
+        "--out",
+        str(out),
+        stdout=StringIO(),
+    )
+    return out
+
+
+def evaluate(*args: str) -> dict:
+    """Run ``manage.py evaluate`` and return the JSON object it printed (all of stdout)."""
+    stdout = StringIO()
+    call_command("evaluate", *args, stdout=stdout)
+    return json.loads(stdout.getvalue())
+
+
+def test_split_keeps_every_query_text_on_one_side(split: Path):
+    train_queries = read_column(split / "train" / "queries.csv", "query")
+    test_queries = read_column(split / "test" / "queries.csv", "query")
+    assert not {q.casefold() for q in train_queries} & {q.casefold() for q in test_queries}
+    assert len(test_queries) / (len(train_queries) + len(test_queries)) == pytest.approx(0.2, abs=0.01)
+    test_ids = set(read_column(split / "test" / "queries.csv", "query_id"))
+    assert set(read_column(split / "test" / "labels.csv", "query_id")) <= test_ids
+    assert not set(read_column(split / "train" / "labels.csv", "query_id")) & test_ids
+    assert (split / "train" / "products.csv").read_bytes() == (split / "test" / "products.csv").read_bytes()
+
+
+def test_split_is_the_same_for_the_same_seed(data_dir: Path, split: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    source = str(data_dir / "homedepot_search")
+    call_command("split_dataset", "homedepot", "--data-dir", source, "--out", str(again), stdout=StringIO())
+    assert (again / "test" / "labels.csv").read_bytes() == (split / "test" / "labels.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_search_evaluation_finds_real_signal_and_writes_nothing(split: Path, tmp_path: Path):
+    ProductFactory(sku="operator-product")
+    before = [model.objects.count() for model in (Product, ProductEmbedding, ModelVersion, TrainingJob)]
+    report_file = tmp_path / "report.json"
+
+    report = evaluate(
+        "search",
+        "--dataset", "homedepot",
+        "--train-dir", str(split / "train"),
+        "--test-dir", str(split / "test"),
+        "--limit-products", "2000",
+        "--limit-queries", "50",
+        "--json", str(report_file),
+    )  # fmt: skip
+
+    assert report["task"] == "search" and report["dataset"] == "homedepot"
+    assert report["n"] == 50
+    assert set(report["baselines"]) == set(SYSTEMS)
+    for metrics in [report["metrics"], *report["baselines"].values()]:
+        assert set(metrics) == set(METRICS)
+        assert all(0.0 <= metrics[name] <= 1.0 for name in METRICS)
+    for system in SYSTEMS:
+        assert report["baselines"][system]["ndcg@10"] > 0.2, system
+    assert json.loads(report_file.read_text()) == report
+    assert [model.objects.count() for model in (Product, ProductEmbedding, ModelVersion, TrainingJob)] == before
+    assert JudgedQuery.objects.count() == RelevanceLabel.objects.count() == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [f"pg_temp.{TABLE}"])
+        assert cursor.fetchone()[0] is None
+
+
+def test_unknown_task_is_a_command_error(tmp_path: Path):
+    with pytest.raises(CommandError, match="unknown task 'weather'"):
+        evaluate("weather", "--dataset", "homedepot", "--train-dir", str(tmp_path), "--test-dir", str(tmp_path))
+
+
+def test_unsupported_dataset_is_a_command_error(tmp_path: Path):
+    with pytest.raises(CommandError, match="cannot be evaluated on dataset 'movielens'"):
+        evaluate("search", "--dataset", "movielens", "--train-dir", str(tmp_path), "--test-dir", str(tmp_path))
+
+
+def test_missing_folder_is_a_command_error(tmp_path: Path):
+    with pytest.raises(CommandError, match="--test-dir .* is not a folder"):
+        evaluate("search", "--dataset", "homedepot", "--train-dir", str(tmp_path), "--test-dir", str(tmp_path / "nope"))
+
+
+def test_missing_labels_file_is_a_command_error(tmp_path: Path):
+    (tmp_path / "products.csv").write_text("product_uid,product_title\n1,Claw hammer\n")
+    (tmp_path / "queries.csv").write_text("query_id,query\nq1,hammer\n")
+    with pytest.raises(CommandError, match="labels.csv: file not found"):
+        evaluate("search", "--dataset", "homedepot", "--train-dir", str(tmp_path), "--test-dir", str(tmp_path))
+
+
+def test_split_of_an_unknown_dataset_is_a_command_error(tmp_path: Path):
+    with pytest.raises(CommandError, match="unknown dataset"):
+        call_command("split_dataset", "weather", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+
+
+def test_fusion_ranks_items_found_by_both_systems_first():
+    # b: 1/62 + 1/61; a: 1/61; d: 1/62; c: 1/63
+    assert reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60) == ["b", "a", "d", "c"]
+
+
+def test_full_text_query_ors_the_words_and_drops_punctuation():
+    assert or_tsquery_text("1/2 in. x 8 ft. pine's!") == "1 | 2 | in | x | 8 | ft | pine | s"
+    assert or_tsquery_text("&|!()") == ""

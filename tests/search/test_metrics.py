@@ -1,0 +1,62 @@
+"""Ranking metrics against answers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from search.metrics import dcg, ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
+
+JUDGED = {"a": 3.0, "b": 2.0, "c": 1.0}
+
+
+def test_dcg_discounts_by_log2_of_rank_plus_one():
+    # 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.2619 + 0.5
+    assert dcg([3.0, 2.0, 1.0]) == pytest.approx(4.76186, abs=1e-5)
+
+
+def test_ndcg_of_the_ideal_ranking_is_one():
+    assert ndcg_at_k(["a", "b", "c"], JUDGED, k=10) == pytest.approx(1.0)
+
+
+def test_ndcg_uses_graded_gains_and_gives_unjudged_items_nothing():
+    # DCG = 2/1 + 0/log2(3) + 3/log2(4) = 3.5; ideal DCG = 4.76186; 3.5 / 4.76186 = 0.73501
+    assert ndcg_at_k(["b", "unjudged", "a"], JUDGED, k=10) == pytest.approx(0.73501, abs=1e-5)
+
+
+def test_ndcg_only_looks_at_the_top_k():
+    # top 1: DCG = 2; ideal top 1 = 3
+    assert ndcg_at_k(["b", "a", "c"], JUDGED, k=1) == pytest.approx(2 / 3)
+
+
+def test_ndcg_is_zero_for_an_empty_ranking_or_no_judgements():
+    assert ndcg_at_k([], JUDGED) == 0.0
+    assert ndcg_at_k(["a"], {}) == 0.0
+
+
+def test_recall_counts_relevant_items_found_in_the_top_k():
+    assert recall_at_k(["a", "x", "y"], {"a", "b"}, k=100) == 0.5
+    assert recall_at_k(["x", "a", "b"], {"a", "b"}, k=2) == 0.5
+    assert recall_at_k(["x", "a"], {"a"}, k=1) == 0.0
+    assert recall_at_k(["a"], set(), k=100) == 0.0
+
+
+def test_reciprocal_rank_is_one_over_the_first_relevant_rank():
+    assert reciprocal_rank(["x", "y", "a", "b"], {"a", "b"}) == pytest.approx(1 / 3)
+    assert reciprocal_rank(["b"], {"a", "b"}) == 1.0
+    assert reciprocal_rank(["x", "y"], {"a"}) == 0.0
+    assert reciprocal_rank(["x", "a"], {"a"}, k=1) == 0.0
+
+
+def test_relevant_items_include_the_threshold():
+    assert relevant_items(JUDGED, 2.0) == {"a", "b"}
+    assert relevant_items({"a": 1.67}, 2.0) == set()
+
+
+def test_ndcg_matches_a_direct_formula_on_a_longer_ranking():
+    judged = {"p1": 2.33, "p2": 3.0, "p3": 1.0, "p4": 2.67}
+    ranking = ["p3", "p1", "zz", "p2"]
+    actual = 1.0 / math.log2(2) + 2.33 / math.log2(3) + 3.0 / math.log2(5)
+    ideal = 3.0 / math.log2(2) + 2.67 / math.log2(3) + 2.33 / math.log2(4) + 1.0 / math.log2(5)
+    assert ndcg_at_k(ranking, judged, k=10) == pytest.approx(actual / ideal)
