@@ -337,6 +337,17 @@ def activate_version(*, version_id: int) -> ModelVersion:
     return version
 
 
+def schedule_embedding_refresh() -> None:
+    """After commit, embed rows that lack embeddings of the active (and any activating) version.
+
+    For bulk writes such as dataset imports. Idempotent: only missing embeddings are computed.
+    """
+    active = get_active_version()
+    ids = [active.pk, *ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING).values_list("pk", flat=True)]
+    for version_id in ids:
+        transaction.on_commit(lambda version_id=version_id: _enqueue_embed(version_id))
+
+
 def _enqueue_embed(version_id: int) -> None:
     from backbone.tasks import embed_version
 

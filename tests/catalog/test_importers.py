@@ -173,3 +173,12 @@ def test_missing_column_aborts_the_import_naming_the_file(tmp_path):
 
     with pytest.raises(CommandError, match=r"items\.csv, line 1: missing columns \['Description'\]"):
         import_dataset("online_retail", tmp_path)
+
+
+def test_imported_products_are_queued_for_embedding(data_dir, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        import_dataset("movielens", data_dir / "movielens_latest_small", limit=50)
+    assert len(callbacks) == 1  # backbone.embed_version for the serving version, after commit
+    with django_capture_on_commit_callbacks() as callbacks:
+        import_dataset("movielens", data_dir / "movielens_latest_small", limit=50)
+    assert callbacks == []  # nothing new, nothing to embed

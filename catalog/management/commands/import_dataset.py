@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from backbone.services import schedule_embedding_refresh
 from catalog.importers import IMPORTERS, DatasetError, ImportOptions
 
 
@@ -30,6 +31,9 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 counts = IMPORTERS[name](data_dir, ImportOptions(limit=limit, progress=not no_progress))
+                if counts.get("products"):
+                    # New products get embeddings of the serving version in the background.
+                    schedule_embedding_refresh()
         except DatasetError as exc:
             raise CommandError(f"nothing imported: {exc}") from None
         counts["seconds"] = round(time.monotonic() - started, 1)
