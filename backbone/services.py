@@ -10,6 +10,7 @@ import shutil
 import socket
 import threading
 import time
+import zlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -374,7 +375,22 @@ def embed_version(*, version_id: int, batch_size: int | None = None) -> ModelVer
 
 
 def fill_index(*, index, version: ModelVersion, encoder: Encoder, batch_size: int = 256) -> int:
-    """Embed rows of ``index`` that lack ``version``'s embedding; return how many were written."""
+    """Embed rows of ``index`` that lack ``version``'s embedding; return how many were written.
+
+    One filler per (index, version) at a time, through a PostgreSQL advisory lock: a second
+    worker waits, then finds nothing left to do, instead of computing the same rows again.
+    """
+    key = [zlib.crc32(index.name.encode()) & 0x7FFFFFFF, version.pk]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    try:
+        return _fill_index(index=index, version=version, encoder=encoder, batch_size=batch_size)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+
+def _fill_index(*, index, version: ModelVersion, encoder: Encoder, batch_size: int) -> int:
     written = 0
     while True:
         ids = index.pending_ids(version.pk, batch_size)
