@@ -31,6 +31,7 @@ class TrainingJobForm(forms.ModelForm):
     epochs = forms.FloatField(initial=1.0, min_value=0.01, max_value=50)
     batch_size = forms.IntegerField(initial=32, min_value=2, max_value=512)
     max_examples = forms.IntegerField(required=False, min_value=10, help_text="Cap per task (blank: all).")
+    intent_dataset = forms.CharField(required=False, help_text="Intents task: only this dataset's intents (e.g. banking77).")
     activate = forms.BooleanField(required=False, help_text="Activate the new version when training succeeds.")
 
     class Meta:
@@ -55,7 +56,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["tasks", "epochs", "batch_size", "max_examples", "activate"]
+            return ["tasks", "epochs", "batch_size", "max_examples", "intent_dataset", "activate"]
         return self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
@@ -88,7 +89,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
-        params = {k: data[k] for k in ("epochs", "batch_size", "max_examples", "activate") if data.get(k) is not None}
+        fields = ("epochs", "batch_size", "max_examples", "intent_dataset", "activate")
+        params = {k: data[k] for k in fields if data.get(k) not in (None, "")}
         job = services.start_training_job(tasks=data["tasks"], parameters=params, user=request.user)
         obj.pk = job.pk
         obj.status = job.status
