@@ -57,19 +57,30 @@ def read_csv(path: Path, required: list[str], options: ImportOptions) -> Iterato
     """
     if not path.exists():
         raise DatasetError(path, None, "file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    with open(path, "rb") as fh:
+        reader = csv.DictReader(decoded_lines(path, fh))
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DatasetError(path, 1, f"missing columns {missing}; found {reader.fieldnames}")
-        total = None
-        rows = tqdm(reader, desc=path.name, unit=" rows", disable=not options.progress, total=total, mininterval=1.0)
-        for count, row in enumerate(rows, start=1):
-            if options.limit is not None and count > options.limit:
-                break
-            if None in row or any(row[c] is None for c in required):
-                raise DatasetError(path, reader.line_num, f"expected {len(reader.fieldnames)} fields")
-            yield reader.line_num, row
+        rows = tqdm(reader, desc=path.name, unit=" rows", disable=not options.progress, mininterval=1.0)
+        try:
+            for count, row in enumerate(rows, start=1):
+                if options.limit is not None and count > options.limit:
+                    break
+                if None in row or any(row[c] is None for c in required):
+                    raise DatasetError(path, reader.line_num, f"expected {len(reader.fieldnames)} fields")
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise DatasetError(path, reader.line_num, f"unreadable row ({exc})") from None
+
+
+def decoded_lines(path: Path, lines: Iterator[bytes]) -> Iterator[str]:
+    """Decode a file's lines as UTF-8 one by one, so an error names the exact line."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(path, number, f"not UTF-8 ({exc.reason} at byte {exc.start} of the line)") from None
 
 
 def parse_field(path: Path, line: int, row: dict[str, str], column: str, kind: Callable[[str], Any]) -> Any:

@@ -182,3 +182,11 @@ def test_imported_products_are_queued_for_embedding(data_dir, django_capture_on_
     with django_capture_on_commit_callbacks() as callbacks:
         import_dataset("movielens", data_dir / "movielens_latest_small", limit=50)
     assert callbacks == []  # nothing new, nothing to embed
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    folder = tmp_path / "banking77"
+    folder.mkdir()
+    (folder / "train.csv").write_bytes(b"text,category\nhello,greeting\ncaf\xe9 card,card_arrival\n")
+    with pytest.raises(CommandError, match=r"train.csv, line 3: not UTF-8"):
+        import_dataset("banking77", folder)
