@@ -10,6 +10,8 @@ set +e
 .venv/bin/python -m pytest "$@"
 status=$?
 set -e
+# The tests' own embedded PostgreSQL is not needed any more.
+.venv/bin/python manage.py embedded_db stop >/dev/null 2>&1 || true
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
   exit 1
