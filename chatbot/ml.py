@@ -125,7 +125,7 @@ class IntentTask:
         return {"frozen_encoder_logreg": classification_metrics(self.val_y, pred, n_train=len(self.train_texts))}
 
     def head_config(self) -> dict[str, Any]:
-        return {"type": "intent_classifier", "labels": self.labels, "dim_in": None}
+        return {"type": "intent_classifier", "labels": self.labels}
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_train: int) -> dict[str, float]:
