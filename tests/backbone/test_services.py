@@ -149,3 +149,15 @@ def test_new_product_is_embedded_with_the_active_version(tiny_active_version):
     assert embed_products(product_ids=[product.pk]) == 1
     assert embed_products(product_ids=[product.pk]) == 1  # upsert, not a second row
     assert ProductEmbedding.objects.filter(product=product, version=tiny_active_version).count() == 1
+
+
+def test_job_asked_to_activate_starts_activation_of_its_version(
+    tiny_active_version, colour_intents, models_dir, django_capture_on_commit_callbacks
+):
+    job = TrainingJob.objects.create(parameters={"tasks": ["intents"], "epochs": 0.2, "activate": True})
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_training_job(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.result_version.state == ModelVersion.State.ACTIVATING
+    assert len(callbacks) == 1  # the re-embedding task; the switch happens when it completes
+    assert services.get_active_version().pk == tiny_active_version.pk
