@@ -15,6 +15,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# platformdirs warns when XDG_RUNTIME_DIR is unset (as under root on CI); pgserver then uses /tmp.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 
 def pgdata_path(state_dir: Path) -> Path:
     """Return the data folder of the embedded server inside ``state_dir``."""
@@ -26,8 +29,6 @@ def ensure_server(state_dir: Path) -> str:
 
     Side effects: creates ``state_dir`` and runs ``initdb`` on first use.
     """
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root on CI); harmless.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver  # imported late: only processes that use the embedded server pay for it
 
     state_dir = Path(state_dir).resolve()
