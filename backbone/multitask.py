@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -198,9 +198,3 @@ def save_head(folder: Path, head: nn.Module, config: dict[str, Any]) -> None:
 def load_head_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a head written by :func:`save_head`: its state dict and config."""
     return load_file(folder / "weights.safetensors"), json.loads((folder / "config.json").read_text())
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Yield consecutive slices of ``items`` of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -87,7 +87,7 @@ def load_encoder(version: ModelVersion, device: str | None = None) -> Encoder:
     )
 
 
-def active_encoder() -> tuple[ModelVersion | None, Encoder]:
+def active_encoder() -> tuple[ModelVersion, Encoder]:
     """Return (active version, its encoder), loaded once per process and reloaded after a switch.
 
     The active version id is re-read at most every ``ACTIVE_CHECK_SECONDS``.
@@ -103,12 +103,6 @@ def active_encoder() -> tuple[ModelVersion | None, Encoder]:
             cached.update(version=version, version_id=version.pk, encoder=load_encoder(version))
         cached["checked_at"] = now
         return cached["version"], cached["encoder"]
-
-
-def encode_texts(texts: list[str]) -> tuple[int, Any]:
-    """Embed texts with the active encoder; return (version id, (n, 384) float32 array)."""
-    version, encoder = active_encoder()
-    return version.pk, encoder.encode(texts, batch_size=settings.BACKBONE_BATCH_SIZE)
 
 
 # --- training jobs --------------------------------------------------------------------------

@@ -68,3 +68,18 @@ def test_task_names_must_be_unique(tiny_model_dir):
     encoder = Encoder.load(tiny_model_dir, device="cpu")
     with pytest.raises(ValueError, match="unique"):
         MultiTaskTrainer(encoder, [colour_task("same", 1), colour_task("same", 2)])
+
+
+def test_a_saved_head_loads_back_with_its_config(tmp_path):
+    import torch
+
+    from backbone.multitask import load_head_state, save_head
+    from chatbot.ml import IntentHead
+
+    head = IntentHead(384, 3)
+    save_head(tmp_path / "intents", head, {"labels": ["a", "b", "c"]})
+    state, config = load_head_state(tmp_path / "intents")
+    again = IntentHead(384, 3)
+    again.load_state_dict(state)
+    assert config == {"labels": ["a", "b", "c"]}
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in head.state_dict().items())
