@@ -31,7 +31,9 @@ class TrainingJobForm(forms.ModelForm):
     epochs = forms.FloatField(initial=1.0, min_value=0.01, max_value=50)
     batch_size = forms.IntegerField(initial=32, min_value=2, max_value=512)
     max_examples = forms.IntegerField(required=False, min_value=10, help_text="Cap per task (blank: all).")
-    intent_dataset = forms.CharField(required=False, help_text="Intents task: only this dataset's intents (e.g. banking77).")
+    intent_dataset = forms.CharField(
+        required=False, help_text="Intents task: only this dataset's intents (e.g. banking77)."
+    )
     activate = forms.BooleanField(required=False, help_text="Activate the new version when training succeeds.")
 
     class Meta:

@@ -54,9 +54,13 @@ class StartTrainingRequestSerializer(serializers.Serializer):
     lr = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-2)
     head_lr = serializers.FloatField(required=False, min_value=1e-6, max_value=1e-1)
     seed = serializers.IntegerField(required=False)
-    max_examples = serializers.IntegerField(required=False, min_value=10, help_text="Cap on training examples per task.")
+    max_examples = serializers.IntegerField(
+        required=False, min_value=10, help_text="Cap on training examples per task."
+    )
     intent_dataset = serializers.CharField(
-        required=False, max_length=50, help_text="Intents task: train only on the intents of this dataset, e.g. banking77."
+        required=False,
+        max_length=50,
+        help_text="Intents task: train only on the intents of this dataset, e.g. banking77.",
     )
     activate = serializers.BooleanField(required=False, default=False)
 

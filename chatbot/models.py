@@ -9,7 +9,9 @@ class Intent(models.Model):
     """A customer-service intent with the answer given for it."""
 
     name = models.CharField(max_length=100, unique=True)
-    dataset = models.CharField(max_length=50, blank=True, db_index=True, help_text="Where it came from, e.g. banking77.")
+    dataset = models.CharField(
+        max_length=50, blank=True, db_index=True, help_text="Where it came from, e.g. banking77."
+    )
     domain = models.CharField(max_length=100, blank=True)
     answer = models.TextField(blank=True)
     hand_off = models.BooleanField(default=False, help_text="Hand the conversation to a person.")

@@ -14,9 +14,7 @@ from backbone.extensions import RequireExtension
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize(
-    "model", list(admin.site._registry), ids=lambda m: f"{m._meta.app_label}.{m._meta.model_name}"
-)
+@pytest.mark.parametrize("model", list(admin.site._registry), ids=lambda m: f"{m._meta.app_label}.{m._meta.model_name}")
 def test_admin_changelist_and_add_pages_render(client, staff_user, model):
     client.force_login(staff_user)
     opts = model._meta
@@ -50,5 +48,8 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
 
 def test_missing_extension_stops_migrations_with_a_clear_message():
     operation = RequireExtension("no_such_extension_here")
-    with connection.schema_editor() as editor, pytest.raises(CommandError, match="no_such_extension_here.*not available"):
+    with (
+        connection.schema_editor() as editor,
+        pytest.raises(CommandError, match="no_such_extension_here.*not available"),
+    ):
         operation.database_forwards("backbone", editor, None, None)
