@@ -31,8 +31,9 @@ from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConf
 logger = logging.getLogger(__name__)
 
 BASE_VERSION_NAME = "base"
-_ENCODER_LOCK = threading.Lock()
+_ENCODER_LOCK = threading.RLock()
 _ENCODER_CACHE: dict[str, Any] = {"version_id": None, "encoder": None, "checked_at": 0.0}
+_LOADED: dict[int, Encoder] = {}
 ACTIVE_CHECK_SECONDS = 2.0
 
 
@@ -87,6 +88,15 @@ def load_encoder(version: ModelVersion, device: str | None = None) -> Encoder:
     )
 
 
+def _inference_encoder(version: ModelVersion) -> Encoder:
+    """Return the process's encoder for ``version``, loading it once (never trained in place)."""
+    encoder = _LOADED.get(version.pk)
+    if encoder is None:
+        logger.info("loading backbone version %s from %s", version.name, version.path)
+        encoder = _LOADED[version.pk] = load_encoder(version)
+    return encoder
+
+
 def active_encoder() -> tuple[ModelVersion, Encoder]:
     """Return (active version, its encoder), loaded once per process and reloaded after a switch.
 
@@ -99,10 +109,21 @@ def active_encoder() -> tuple[ModelVersion, Encoder]:
             return cached["version"], cached["encoder"]
         version = get_active_version()
         if cached["version_id"] != version.pk:
-            logger.info("loading backbone version %s from %s", version.name, version.path)
-            cached.update(version=version, version_id=version.pk, encoder=load_encoder(version))
+            cached.update(version=version, version_id=version.pk, encoder=_inference_encoder(version))
         cached["checked_at"] = now
         return cached["version"], cached["encoder"]
+
+
+def serving_encoders() -> list[tuple[ModelVersion, Encoder]]:
+    """Return the active version and any being activated, each with its cached encoder.
+
+    New or changed rows are embedded with all of them, so an activation never misses a row.
+    """
+    versions = [get_active_version(), *ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING)]
+    with _ENCODER_LOCK:
+        for stale in set(_LOADED) - {v.pk for v in versions}:
+            del _LOADED[stale]
+        return [(v, _inference_encoder(v)) for v in versions]
 
 
 # --- training jobs --------------------------------------------------------------------------

@@ -33,25 +33,18 @@ def schedule_product_embeddings(*, product_ids: list[int]) -> None:
 
 
 def embed_products(*, product_ids: list[int]) -> int:
-    """Compute missing or stale embeddings of products for the active and activating versions."""
-    from backbone.models import ModelVersion
-    from backbone.services import active_encoder, load_encoder
+    """Compute (or refresh) the embeddings of products for the active and any activating version."""
+    from backbone.services import serving_encoders
     from catalog.embeddings import product_index
 
     texts = product_index.texts(product_ids)
     if not texts:
         return 0
     ids = list(texts)
-    written = 0
-    version, encoder = active_encoder()
-    targets = [(version, encoder)]
-    for other in ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING):
-        targets.append((other, load_encoder(other)))
-    for target, enc in targets:
-        vectors = enc.encode([texts[i] for i in ids])
-        product_index.store(target.pk, dict(zip(ids, vectors)))
-        written += len(ids)
-    return written
+    for version, encoder in serving_encoders():
+        vectors = encoder.encode([texts[i] for i in ids])
+        product_index.store(version.pk, dict(zip(ids, vectors)))
+    return len(ids)
 
 
 def ingest_events(*, events: list[dict[str, Any]]) -> dict[str, int]:

@@ -161,3 +161,15 @@ def test_job_asked_to_activate_starts_activation_of_its_version(
     assert job.result_version.state == ModelVersion.State.ACTIVATING
     assert len(callbacks) == 1  # the re-embedding task; the switch happens when it completes
     assert services.get_active_version().pk == tiny_active_version.pk
+
+
+def test_product_written_during_an_activation_gets_both_versions(tiny_active_version, tiny_model_dir):
+    from catalog.services import embed_products
+
+    new = ModelVersion.objects.create(name="next", path=str(tiny_model_dir), state=ModelVersion.State.ACTIVATING)
+    product = ProductFactory(title="Brand-new hammer")
+    embed_products(product_ids=[product.pk])
+    assert set(ProductEmbedding.objects.filter(product=product).values_list("version_id", flat=True)) == {
+        tiny_active_version.pk,
+        new.pk,
+    }
