@@ -17,6 +17,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # Versions are written by training jobs; their pages are read-only. Activate with the action.
+        return obj is None and super().has_change_permission(request, obj)
+
     @admin.action(description="Activate (re-embed in the background, then switch)")
     def activate(self, request, queryset):
         if queryset.count() != 1:
@@ -82,7 +86,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
         ]
 
     def has_change_permission(self, request, obj=None):
-        return obj is None or super().has_change_permission(request, obj)
+        # A job is never edited: its page is read-only (Django's view page, refreshed while it runs).
+        return obj is None and super().has_change_permission(request, obj)
 
     @admin.display(description="progress")
     def progress_bar(self, obj):
@@ -90,6 +95,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
         return format_html('<progress value="{}" max="100"></progress> {}%', pct, pct)
 
     def save_model(self, request, obj, form, change):
+        if change:
+            return
         data = form.cleaned_data
         fields = ("epochs", "batch_size", "max_examples", "intent_dataset", "activate")
         params = {k: data[k] for k in fields if data.get(k) not in (None, "")}

@@ -39,6 +39,9 @@ def test_operator_starts_a_training_job_from_the_admin(client, staff_user, djang
     assert len(callbacks) == 1  # enqueued for the worker on commit
     page = client.get(reverse("admin:backbone_trainingjob_change", args=[job.pk]))
     assert b"<progress" in page.content and b'http-equiv="refresh"' in page.content
+    assert b'name="_save"' not in page.content  # a job's page is read-only
+    client.post(reverse("admin:backbone_trainingjob_change", args=[job.pk]), {"_save": "Save"})
+    assert TrainingJob.objects.count() == 1
 
 
 def test_openapi_schema_validates_without_warnings(tmp_path):
