@@ -114,12 +114,17 @@ def active_encoder() -> tuple[ModelVersion, Encoder]:
         return cached["version"], cached["encoder"]
 
 
+def serving_versions() -> list[ModelVersion]:
+    """Return the active version followed by any being activated: what new rows are embedded with."""
+    return [get_active_version(), *ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING)]
+
+
 def serving_encoders() -> list[tuple[ModelVersion, Encoder]]:
     """Return the active version and any being activated, each with its cached encoder.
 
     New or changed rows are embedded with all of them, so an activation never misses a row.
     """
-    versions = [get_active_version(), *ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING)]
+    versions = serving_versions()
     with _ENCODER_LOCK:
         for stale in set(_LOADED) - {v.pk for v in versions}:
             del _LOADED[stale]
@@ -358,10 +363,8 @@ def schedule_embedding_refresh() -> None:
 
     For bulk writes such as dataset imports. Idempotent: only missing embeddings are computed.
     """
-    active = get_active_version()
-    ids = [active.pk, *ModelVersion.objects.filter(state=ModelVersion.State.ACTIVATING).values_list("pk", flat=True)]
-    for version_id in ids:
-        transaction.on_commit(lambda version_id=version_id: _enqueue_embed(version_id))
+    for version in serving_versions():
+        transaction.on_commit(lambda version_id=version.pk: _enqueue_embed(version_id))
 
 
 def _enqueue_embed(version_id: int) -> None:
@@ -370,7 +373,7 @@ def _enqueue_embed(version_id: int) -> None:
     embed_version.delay(version_id)
 
 
-def embed_version(*, version_id: int, batch_size: int | None = None) -> ModelVersion | None:
+def embed_version(*, version_id: int, batch_size: int = 256) -> ModelVersion | None:
     """Fill every registered index for ``version_id``; when complete, make it the active version.
 
     Idempotent: only rows missing an embedding of this version are computed.
@@ -379,8 +382,8 @@ def embed_version(*, version_id: int, batch_size: int | None = None) -> ModelVer
     if version is None:
         logger.warning("embed_version: version %s is gone", version_id)
         return None
-    batch_size = batch_size or 256
-    encoder = load_encoder(version)
+    with _ENCODER_LOCK:  # the worker's cached copy: repeated refreshes do not reload weights
+        encoder = _inference_encoder(version)
     for index in registry.EMBEDDING_INDEXES.values():
         fill_index(index=index, version=version, encoder=encoder, batch_size=batch_size)
     if version.state == ModelVersion.State.ACTIVATING:
