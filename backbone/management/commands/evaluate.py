@@ -47,6 +47,20 @@ def check_folder(flag: str, path: Path) -> Path:
     return path
 
 
+def parse_extra(pairs: list[str]) -> dict[str, Any]:
+    """Return ``--set KEY=VALUE`` pairs as a dict; values are JSON when they parse, else strings."""
+    extra: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            extra[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key.strip()] = value
+    return extra
+
+
 def run_without_writes(evaluator: registry.Evaluator, **kwargs: Any) -> dict[str, Any]:
     """Run ``evaluator`` inside a transaction that is always rolled back; return its result."""
     with transaction.atomic():
@@ -77,6 +91,14 @@ class Command(BaseCommand):
         parser.add_argument("--limit-products", type=int, default=None, help="Index at most N products (quick runs).")
         parser.add_argument("--limit-queries", type=int, default=None, help="Evaluate at most N test queries.")
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument(
+            "--set",
+            dest="extra",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="Evaluator-specific option (repeatable), e.g. --set epochs=2. Values are parsed as JSON when they can be.",
+        )
 
     def handle(self, *args, task, dataset, train_dir, test_dir, **options):
         """Evaluate, print the report on stdout, optionally write it to ``--json``."""
@@ -87,6 +109,7 @@ class Command(BaseCommand):
             if options[flag] is not None and options[flag] < 1:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
         run_options = {key: options[key] for key in ("limit_products", "limit_queries", "seed")}
+        run_options.update(parse_extra(options["extra"]))
         started = time.monotonic()
         try:
             result = run_without_writes(
