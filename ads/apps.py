@@ -6,7 +6,11 @@ class AdsConfig(AppConfig):
     verbose_name = "Ads"
 
     def ready(self) -> None:
+        from ads import evaluation, services
         from ads.importers import import_ipinyou
+        from backbone import registry
         from catalog import importers
 
         importers.register("ipinyou", import_ipinyou)
+        registry.register_evaluator("ads", evaluation.DATASETS, evaluation.run)
+        registry.register_task("ads_ctr", services.build_text_training_task)

@@ -1,0 +1,113 @@
+"""Ads API: staff CRUD of advertisers, campaigns, ads and slots; storefront ad selection and clicks."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ads import services
+from ads.models import Ad, AdSlot, Advertiser, Campaign
+from ads.serializers import (
+    AdClickRequestSerializer,
+    AdClickResponseSerializer,
+    AdSelectRequestSerializer,
+    AdSelectResponseSerializer,
+    AdSerializer,
+    AdSlotSerializer,
+    AdTrainRequestSerializer,
+    AdvertiserSerializer,
+    CampaignSerializer,
+    CtrModelVersionSerializer,
+)
+from catalog.auth import IsStorefrontOrStaff
+
+
+def error_response(exc: services.AdsError) -> Response:
+    return Response({exc.field: [str(exc)]}, status=exc.status)
+
+
+class AdvertiserViewSet(viewsets.ModelViewSet):
+    queryset = Advertiser.objects.all()
+    serializer_class = AdvertiserSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+
+class CampaignViewSet(viewsets.ModelViewSet):
+    queryset = Campaign.objects.select_related("advertiser")
+    serializer_class = CampaignSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+
+class AdViewSet(viewsets.ModelViewSet):
+    queryset = Ad.objects.select_related("landing_product")
+    serializer_class = AdSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+
+class AdSlotViewSet(viewsets.ModelViewSet):
+    queryset = AdSlot.objects.all()
+    serializer_class = AdSlotSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+
+class AdSelectView(APIView):
+    """Rank eligible ads by bid x pCTR above the slot's reserve; log each served ad with a click token."""
+
+    permission_classes = [IsStorefrontOrStaff]
+
+    @extend_schema(
+        request=AdSelectRequestSerializer,
+        responses={200: AdSelectResponseSerializer, 400: OpenApiResponse(description="unknown slot or product")},
+    )
+    def post(self, request):
+        serializer = AdSelectRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        context = data.get("context") or {}
+        try:
+            result = services.select_ads(
+                slot=data["slot"],
+                k=data["k"],
+                **{key: context.get(key, "") for key in ("query", "product", "customer")},
+            )
+        except services.AdsError as exc:
+            return error_response(exc)
+        return Response(AdSelectResponseSerializer(result).data)
+
+
+class AdClickView(APIView):
+    """Record a click on a served ad once and charge its campaign (second price, within the daily budget)."""
+
+    permission_classes = [IsStorefrontOrStaff]
+
+    @extend_schema(
+        request=AdClickRequestSerializer,
+        responses={
+            201: AdClickResponseSerializer,
+            404: OpenApiResponse(description="unknown token"),
+            409: OpenApiResponse(description="token already clicked (not charged again)"),
+        },
+    )
+    def post(self, request):
+        serializer = AdClickRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = services.record_click(token=serializer.validated_data["token"])
+        except services.AdsError as exc:
+            return error_response(exc)
+        return Response(AdClickResponseSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+class AdTrainView(APIView):
+    """Start a pCTR training job (Celery ``training`` queue) on the served impressions."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=AdTrainRequestSerializer, responses={202: CtrModelVersionSerializer})
+    def post(self, request):
+        serializer = AdTrainRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = services.start_ctr_training(parameters=serializer.validated_data)
+        return Response(CtrModelVersionSerializer(version).data, status=status.HTTP_202_ACCEPTED)
