@@ -1,0 +1,60 @@
+"""Request and response serializers of the recommendation API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from recommend.services import MAX_K
+
+
+class RecommendRequestSerializer(serializers.Serializer):
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
+    category = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="Category prefix, e.g. 'movies/Drama'."
+    )
+
+
+class SimilarRequestSerializer(serializers.Serializer):
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
+
+
+class RecommendedItemSerializer(serializers.Serializer):
+    sku = serializers.CharField(source="product.sku")
+    title = serializers.CharField(source="product.title")
+    category_path = serializers.CharField(source="product.category_path")
+    price = serializers.DecimalField(source="product.price", max_digits=12, decimal_places=2, allow_null=True)
+    score = serializers.FloatField()
+    reason = serializers.CharField(help_text="E.g. 'because you viewed X', 'popular in Y', 'similar to X'.")
+    source = serializers.ChoiceField(choices=["model", "new_product", "popular", "text"])
+
+
+class RecommendResponseSerializer(serializers.Serializer):
+    customer = serializers.CharField()
+    fallback = serializers.ChoiceField(
+        choices=["unknown_customer", "no_history", "no_model"],
+        allow_null=True,
+        help_text="Why popular-in-context items were served instead of personalised ones (null when personalised).",
+    )
+    items = RecommendedItemSerializer(many=True)
+
+
+class SimilarResponseSerializer(serializers.Serializer):
+    product = serializers.CharField(help_text="The SKU asked about.")
+    items = RecommendedItemSerializer(many=True)
+
+
+class PopularResponseSerializer(serializers.Serializer):
+    items = RecommendedItemSerializer(many=True)
+
+
+class TrainRequestSerializer(serializers.Serializer):
+    activate = serializers.BooleanField(default=True)
+    parameters = serializers.DictField(required=False, default=dict, help_text="HybridConfig overrides.")
+
+
+class RecommenderModelSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    state = serializers.CharField()
+    metrics = serializers.JSONField()
+    created_at = serializers.DateTimeField()

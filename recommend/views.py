@@ -1,0 +1,99 @@
+"""Recommendation API: "for you", similar, bought together, popular (storefront keys), training (staff)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.auth import IsStorefrontOrStaff
+from recommend import services
+from recommend.serializers import (
+    PopularResponseSerializer,
+    RecommenderModelSerializer,
+    RecommendRequestSerializer,
+    RecommendResponseSerializer,
+    SimilarRequestSerializer,
+    SimilarResponseSerializer,
+    TrainRequestSerializer,
+)
+
+K = OpenApiParameter("k", int, description="How many items (1-100, default 10).")
+CATEGORY = OpenApiParameter("category", str, description="Only products in this category (prefix).")
+
+
+class CustomerRecommendView(APIView):
+    """Personalised "for you" items from the customer's newest events; popular-in-context as fallback."""
+
+    permission_classes = [IsStorefrontOrStaff]
+
+    @extend_schema(parameters=[K, CATEGORY], responses={200: RecommendResponseSerializer})
+    def get(self, request, customer_id: str):
+        params = RecommendRequestSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        result = services.recommend_for_customer(
+            external_id=customer_id, k=params.validated_data["k"], category=params.validated_data["category"] or None
+        )
+        return Response(RecommendResponseSerializer(result).data)
+
+
+class _ProductRecommendView(APIView):
+    permission_classes = [IsStorefrontOrStaff]
+    mode = "similar"
+
+    @extend_schema(parameters=[K], responses={200: SimilarResponseSerializer})
+    def get(self, request, sku: str):
+        params = SimilarRequestSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        try:
+            items = services.similar_products(sku=sku, k=params.validated_data["k"], mode=self.mode)
+        except services.UnknownProduct as exc:
+            raise NotFound(str(exc)) from None
+        return Response(SimilarResponseSerializer({"product": sku, "items": items}).data)
+
+
+class SimilarView(_ProductRecommendView):
+    """Products similar to one product (co-occurrence blended with text-embedding similarity)."""
+
+    mode = "similar"
+
+
+class BoughtTogetherView(_ProductRecommendView):
+    """Products bought together with one product (same basket / next item), with a little text similarity."""
+
+    mode = "bought_together"
+
+
+class PopularView(APIView):
+    """Popular in-stock products, optionally in a category (the popularity-only endpoint)."""
+
+    permission_classes = [IsStorefrontOrStaff]
+
+    @extend_schema(parameters=[K, CATEGORY], responses={200: PopularResponseSerializer})
+    def get(self, request):
+        params = RecommendRequestSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        items = services.popular_products(
+            k=params.validated_data["k"], category=params.validated_data["category"] or None
+        )
+        return Response(PopularResponseSerializer({"items": items}).data)
+
+
+class TrainView(APIView):
+    """Queue a training run of the recommender (Celery ``training`` queue); staff only."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(request=TrainRequestSerializer, responses={202: RecommenderModelSerializer})
+    def post(self, request):
+        params = TrainRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            row = services.start_training(
+                parameters=params.validated_data["parameters"], activate=params.validated_data["activate"]
+            )
+        except services.RecommendError as exc:
+            raise ValidationError({"parameters": [str(exc)]}) from None
+        return Response(RecommenderModelSerializer(row).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,168 @@
+"""The recommendation API on the real PostgreSQL: personalised, real-time, cold start, bad input."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from catalog.models import Event, Product
+from recommend import services
+from recommend.models import RecommenderModel, RepeatPolicy
+from tests.factories import ProductFactory
+from tests.recommend.conftest import T0
+
+pytestmark = pytest.mark.django_db
+
+
+def for_you(client, customer: str, **params):
+    return client.get(reverse("recommend-customer", args=[customer]), params)
+
+
+def skus(response) -> list[str]:
+    return [item["sku"] for item in response.json()["items"]]
+
+
+def test_for_you_recommends_the_customers_own_taste_with_reasons(storefront_client, trained):
+    response = for_you(storefront_client, "c0", k=4)  # c0 bought SAW-0..5: four saws are left
+    assert response.status_code == 200
+    body = response.json()
+    assert body["fallback"] is None and len(body["items"]) == 4
+    assert all(sku.startswith("SAW-") for sku in skus(response))
+    assert any(item["reason"].startswith("because you bought") for item in body["items"])
+
+
+def test_already_bought_and_out_of_stock_items_are_excluded(storefront_client, trained, shop):
+    bought = {e.product.sku for e in Event.objects.filter(customer__external_id="c0").select_related("product")}
+    Product.objects.filter(sku="SAW-7").update(in_stock=False)
+    result = skus(for_you(storefront_client, "c0", k=20))
+    assert not bought & set(result)
+    assert "SAW-7" not in result
+
+
+def test_a_repeat_policy_lets_bought_items_come_back(storefront_client, trained):
+    bought = {e.product.sku for e in Event.objects.filter(customer__external_id="c0").select_related("product")}
+    RepeatPolicy.objects.create(category_path="tools", allow_repeats=True)
+    assert bought & set(skus(for_you(storefront_client, "c0", k=20)))
+
+
+def test_new_events_change_the_next_answer_without_a_retrain(storefront_client, trained):
+    before = for_you(storefront_client, "c1", k=5).json()["items"]
+    events = [
+        {
+            "client_event_id": f"live-{i}",
+            "customer": "c1",
+            "product": f"SAW-{i}",
+            "type": "view",
+            "timestamp": (T0 + timedelta(days=400, minutes=i)).isoformat(),
+        }
+        for i in range(4)
+    ]
+    assert storefront_client.post(reverse("event-ingest"), {"events": events}, format="json").status_code == 201
+    after = for_you(storefront_client, "c1", k=5).json()["items"]
+    assert after != before
+    assert any(item["sku"].startswith("SAW-") and "because you viewed Saw" in item["reason"] for item in after)
+    assert RecommenderModel.objects.count() == 1
+
+
+def test_unknown_customer_gets_popular_items_as_a_documented_fallback(storefront_client, trained):
+    body = for_you(storefront_client, "nobody-yet", k=3).json()
+    assert body["fallback"] == "unknown_customer"
+    assert len(body["items"]) == 3 and all(item["source"] == "popular" for item in body["items"])
+
+
+def test_category_filter_keeps_to_the_category(storefront_client, trained):
+    result = for_you(storefront_client, "c0", k=5, category="garden")
+    assert result.status_code == 200
+    assert result.json()["items"] and all(sku.startswith("SEED-") for sku in skus(result))
+
+
+@pytest.mark.parametrize("k", ["0", "10000", "-1", "ten"])
+def test_a_bad_k_is_a_400_with_a_field_message(storefront_client, trained, k):
+    response = for_you(storefront_client, "c0", k=k)
+    assert response.status_code == 400 and "k" in response.json()
+
+
+def test_without_a_key_the_api_refuses(api_client, trained):
+    assert for_you(api_client, "c0").status_code in (401, 403)
+
+
+def test_similar_and_bought_together(storefront_client, trained):
+    similar = storefront_client.get(reverse("recommend-similar", args=["SAW-2"]), {"k": 4})
+    together = storefront_client.get(reverse("recommend-bought-together", args=["SAW-2"]), {"k": 4})
+    assert similar.status_code == together.status_code == 200
+    assert all(sku.startswith("SAW-") and sku != "SAW-2" for sku in skus(similar))
+    assert all(sku.startswith("SAW-") for sku in skus(together))
+    assert together.json()["items"][0]["reason"].startswith("often bought with")
+
+
+def test_unknown_product_is_a_404(storefront_client, trained):
+    assert storefront_client.get(reverse("recommend-similar", args=["NOPE"])).status_code == 404
+
+
+def test_a_new_product_is_recommendable_at_once_through_its_text(storefront_client, trained, tiny_active_version):
+    from backbone.services import embed_version
+
+    embed_version(version_id=tiny_active_version.pk)
+    fresh = ProductFactory(sku="SAW-NEW", title="Saw model 2", category_path="tools/saws")
+    from catalog.services import embed_products
+
+    embed_products(product_ids=[fresh.pk])
+    response = storefront_client.get(reverse("recommend-similar", args=["SAW-NEW"]), {"k": 3})
+    assert response.status_code == 200
+    assert response.json()["items"] and all(i["reason"] == "similar to Saw model 2" for i in response.json()["items"])
+
+
+def test_popular_endpoint_without_any_model(storefront_client, shop):
+    response = storefront_client.get(reverse("recommend-popular"), {"k": 3})
+    assert response.status_code == 200 and len(response.json()["items"]) == 3
+
+
+def test_malformed_and_duplicate_events_are_never_double_counted(storefront_client, trained):
+    url = reverse("event-ingest")
+    event = {
+        "client_event_id": "dup-1",
+        "customer": "c0",
+        "product": "SAW-1",
+        "type": "view",
+        "timestamp": "2024-06-01T00:00:00Z",
+    }
+    assert storefront_client.post(url, {"events": [event, event]}, format="json").json()["created"] == 1
+    assert storefront_client.post(url, {"events": [event]}, format="json").json()["duplicates"] == 1
+    assert storefront_client.post(url, {"events": [{**event, "type": "teleport"}]}, format="json").status_code == 400
+    assert Event.objects.filter(client_event_id="dup-1").count() == 1
+    assert for_you(storefront_client, "c0").status_code == 200
+
+
+def test_training_task_run_twice_trains_once(shop, django_capture_on_commit_callbacks):
+    from recommend.tasks import train
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        row = services.start_training(parameters={"holdout_customers": 5}, activate=False)
+    assert len(callbacks) == 1
+    train(row.pk)
+    train(row.pk)
+    row.refresh_from_db()
+    assert row.state == RecommenderModel.State.READY and row.metrics["model"]["n"] > 0
+    assert RecommenderModel.objects.count() == 1
+
+
+def test_staff_queue_training_through_the_api(staff_client, shop, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post(reverse("recommend-train"), {"parameters": {"w_pop": 0.2}}, format="json")
+    assert response.status_code == 202 and len(callbacks) == 1
+    bad = staff_client.post(reverse("recommend-train"), {"parameters": {"nope": 1}}, format="json")
+    assert bad.status_code == 400
+
+
+def test_admin_preview_shows_history_beside_recommendations(client, staff_user, trained):
+    client.force_login(staff_user)
+    from catalog.models import Customer
+
+    customer = Customer.objects.get(external_id="c0")
+    page = client.get(reverse("admin:recommend_customerpreview_change", args=[customer.pk]))
+    assert page.status_code == 200
+    assert b"because you bought" in page.content and b"Saw model" in page.content
+    models_page = client.get(reverse("admin:recommend_recommendermodel_changelist"))
+    assert models_page.status_code == 200 and trained.name.encode() in models_page.content
