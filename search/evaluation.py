@@ -1,25 +1,34 @@
 """Search evaluation behind ``manage.py evaluate search --dataset homedepot``.
 
-Indexes the train folder's catalogue into TEMPORARY tables of the current PostgreSQL session
-(full text: tsvector + GIN; semantic: pgvector HNSW, cosine), so the operator's catalogue and
-embeddings are never read or written, and measures the test folder's judged queries:
+Indexes the train folder's catalogue into a TEMPORARY table of the current PostgreSQL session
+(full text: tsvector + GIN; typos: pg_trgm GIN; semantic: pgvector HNSW, cosine), so the
+operator's catalogue and embeddings are never read or written, trains the learned ranker on the
+train folder's labels, and measures the test folder's judged queries.
 
-- ``postgres_fts``: PostgreSQL full text alone: the query's words OR-ed into one ``tsquery``
-  ('english' config), ranked with ``ts_rank(tsv, q, 1)`` (matched-term frequency, divided by
-  1 + log(title length)). On 1,000 train-side queries this beat AND semantics
-  (``websearch_to_tsquery``: ndcg@10 0.22, most long queries match nothing) and ``ts_rank_cd``
-  (0.23 plain, 0.27 length-normalised) with 0.36;
+The project's model (``metrics``) is the serving pipeline of :mod:`search.services` on that
+table: the query is corrected against the catalogue's vocabulary, three PostgreSQL legs
+(full text OR-query ranked by ``ts_rank``, trigram ``word_similarity``, HNSW cosine) give up to
+250 candidates, and a LightGBM lambdarank model (:class:`search.ml.Ranker`) trained on the train
+folder's labels reorders them. Baselines, same run and same index:
+
+- ``bm25_tantivy``: BM25 of the tantivy search engine library (English stemming), OR of the words;
+- ``postgres_fts``: PostgreSQL full text alone (OR of the words, ``ts_rank(tsv, q, 1)``);
 - ``dense_untuned``: the un-tuned base encoder over pgvector, top 100 by cosine distance;
-- the project's model (``metrics``): reciprocal-rank fusion (k=60) of the two.
+- ``rrf``: reciprocal-rank fusion (k=60) of the last two.
 
 Metrics, averaged over test queries with at least one label: ``ndcg@10`` with gain = graded
 relevance (unjudged products gain 0); ``recall@100`` and ``mrr`` (first relevant hit in the top
-100) where "relevant" means relevance >= 2.0 (on Home Depot's 1-3 scale, 2 is "somewhat
-relevant"); queries with no relevant product are skipped for recall and MRR.
+100) where "relevant" means relevance >= 2.0; ``typo_ndcg@10``: ndcg@10 of the same queries with
+one seeded random character edit in one word of 5+ letters (:func:`search.ml.add_typo`).
+
+The ranker trains on the train folder's judged queries (a seeded sample of ``train_queries``,
+default 3000; 10% of them held out for early stopping), with typo'd copies of a share of them
+(``train_typo_fraction``) so that it also learns what a corrected or misspelt query looks like.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -38,6 +47,7 @@ from tqdm import tqdm
 from backbone.encoder import Encoder
 from backbone.services import base_model_path
 from catalog.importers import DatasetError, ImportOptions, read_csv
+from search import ml
 from search.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
 
 logger = logging.getLogger(__name__)
@@ -46,10 +56,12 @@ DATASETS = ("homedepot",)
 RELEVANT_THRESHOLD = 2.0
 NDCG_K = 10
 TOP_K = 100
+TRIGRAM_K = 50
 RRF_K = 60
 EMBED_BATCH_SIZE = 64
 TABLE = "search_eval_products"  # a TEMPORARY table: private to this session, gone after the evaluation
 WORD = re.compile(r"\w+")
+BASELINES = ("bm25_tantivy", "postgres_fts", "dense_untuned", "rrf")
 
 
 class EvaluationInputError(ValueError):
@@ -58,7 +70,7 @@ class EvaluationInputError(ValueError):
 
 @dataclass
 class JudgedQueries:
-    """Test queries (id -> text) and their graded judgements (id -> {product uid: relevance})."""
+    """Queries (id -> text) and their graded judgements (id -> {product uid: relevance})."""
 
     texts: dict[str, str]
     judgements: dict[str, dict[str, float]]
@@ -81,43 +93,46 @@ def load_catalogue(train_dir: Path) -> dict[str, str]:
     return {row["product_uid"]: row["product_title"] for row in rows}
 
 
-def load_judged_queries(test_dir: Path) -> JudgedQueries:
-    """Return the test folder's queries that have at least one label, with their judgements."""
-    texts = {row["query_id"]: row["query"] for row in read_table(test_dir / "queries.csv", ["query_id", "query"])}
+def load_judged_queries(folder: Path) -> JudgedQueries:
+    """Return the folder's queries that have at least one label, with their judgements."""
+    texts = {row["query_id"]: row["query"] for row in read_table(folder / "queries.csv", ["query_id", "query"])}
     judgements: dict[str, dict[str, float]] = {}
-    for row in read_table(test_dir / "labels.csv", ["query_id", "product_uid", "relevance"]):
+    for row in read_table(folder / "labels.csv", ["query_id", "product_uid", "relevance"]):
         if row["query_id"] in texts:
             try:
                 relevance = float(row["relevance"])
             except ValueError:
-                raise EvaluationInputError(f"{test_dir / 'labels.csv'}: bad relevance {row['relevance']!r}") from None
+                raise EvaluationInputError(f"{folder / 'labels.csv'}: bad relevance {row['relevance']!r}") from None
             judgements.setdefault(row["query_id"], {})[row["product_uid"]] = relevance
     return JudgedQueries(texts={qid: texts[qid] for qid in texts if qid in judgements}, judgements=judgements)
 
 
 def sample_queries(judged: JudgedQueries, limit: int | None, seed: int) -> list[str]:
-    """Return the ids of the queries to evaluate: all, or a seeded sample of ``limit``, sorted."""
+    """Return the ids of the queries to use: all, or a seeded sample of ``limit``, sorted."""
     ids = sorted(judged.texts)
     if limit is not None and limit < len(ids):
         ids = sorted(random.Random(seed).sample(ids, limit))
     return ids
 
 
-def select_products(
-    catalogue: dict[str, str], judged: JudgedQueries, query_ids: list[str], limit: int | None
-) -> dict[str, str]:
-    """Return the products to index: all, or the first ``limit`` plus every product judged for ``query_ids``.
+def select_products(catalogue: dict[str, str], judged: list[JudgedQueries], limit: int | None) -> dict[str, str]:
+    """Return the products to index: all, or the first ``limit`` plus every product judged in ``judged``.
 
     Keeping the judged products makes a small index still meaningful (the answers are in it).
     """
     if limit is None:
         return catalogue
     chosen = dict(list(catalogue.items())[:limit])
-    for query_id in query_ids:
-        for uid in judged.judgements[query_id]:
-            if uid in catalogue:
-                chosen[uid] = catalogue[uid]
+    for queries in judged:
+        for labels in queries.judgements.values():
+            for uid in labels:
+                if uid in catalogue:
+                    chosen[uid] = catalogue[uid]
     return chosen
+
+
+def subset(judged: JudgedQueries, ids: list[str]) -> JudgedQueries:
+    return JudgedQueries({q: judged.texts[q] for q in ids}, {q: judged.judgements[q] for q in ids})
 
 
 # --- the temporary index --------------------------------------------------------------------
@@ -130,12 +145,26 @@ def vector_literal(vector: np.ndarray) -> str:
 
 def embed(encoder: Encoder, texts: Sequence[str], desc: str) -> np.ndarray:
     """Embed ``texts`` in batches of 64 with a progress bar on stderr."""
-    with tqdm(total=len(texts), desc=desc, unit=" texts", file=sys.stderr, mininterval=2.0) as bar:
+    with tqdm(total=len(texts), desc=desc, unit=" texts", file=sys.stderr, mininterval=5.0) as bar:
         return encoder.encode(texts, batch_size=EMBED_BATCH_SIZE, progress=bar.update)
 
 
+def embed_cached(encoder: Encoder, model_path: Path, texts: list[str], cache_dir: str | None) -> np.ndarray:
+    """Embed product texts, reusing ``cache_dir/<hash>.npz`` when the same model embedded the same texts."""
+    if not cache_dir:
+        return embed(encoder, texts, "embed products")
+    digest = hashlib.sha256(("\x00".join([str(model_path), str(encoder.max_length), *texts])).encode()).hexdigest()
+    path = Path(cache_dir) / f"search-eval-{digest[:24]}.npz"
+    if path.exists():
+        return np.load(path, allow_pickle=False)["vectors"]
+    vectors = embed(encoder, texts, "embed products")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, vectors=vectors)
+    return vectors
+
+
 def create_index(cursor, products: dict[str, str], vectors: np.ndarray) -> None:
-    """Create and fill the temporary product table with its GIN (full text) and HNSW (cosine) indexes.
+    """Create and fill the temporary product table with GIN (full text, trigram) and HNSW indexes.
 
     Call inside a transaction, and drop the table before it ends: on an error the rollback removes it.
     """
@@ -153,12 +182,31 @@ def create_index(cursor, products: dict[str, str], vectors: np.ndarray) -> None:
     # The HNSW build keeps its graph in maintenance_work_mem; 54k x 384 floats need more than the default.
     cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
     cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (tsv)")
+    cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (lower(title) gin_trgm_ops)")
     cursor.execute(
         f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
     )
     cursor.execute(f"ANALYZE {TABLE}")
     # ef_search bounds how many rows an HNSW scan returns; it must reach LIMIT 100.
     cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(TOP_K, 100)])
+    cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = 0.5")
+
+
+def title_lexemes(cursor) -> dict[str, list[str]]:
+    """Return uid -> English lexemes of the title (PostgreSQL's stemming, as the index has them)."""
+    cursor.execute(f"SELECT uid, tsvector_to_array(tsv) FROM {TABLE}")
+    return dict(cursor.fetchall())
+
+
+def query_lexemes(cursor, texts: Sequence[str]) -> list[list[str]]:
+    """Return each text's English lexemes in the order they occur (PostgreSQL's stemming)."""
+    cursor.execute(
+        """SELECT t.i, coalesce(array(SELECT u.lexeme FROM unnest(to_tsvector('english', t.q)) u
+                                     ORDER BY u.positions[1]), '{}')
+           FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, i) ORDER BY t.i""",
+        [list(texts)],
+    )
+    return [lexemes for _, lexemes in cursor.fetchall()]
 
 
 # --- the systems ----------------------------------------------------------------------------
@@ -172,25 +220,40 @@ def or_tsquery_text(query: str) -> str:
     return " | ".join(WORD.findall(query))
 
 
-def search_fts(cursor, query: str, limit: int = TOP_K) -> list[str]:
-    """Return up to ``limit`` product uids ranked by PostgreSQL full text (OR of the query's words)."""
+def search_fts(cursor, query: str, limit: int = TOP_K) -> list[tuple[str, float]]:
+    """Return up to ``limit`` (uid, ts_rank) ranked by PostgreSQL full text (OR of the query's words)."""
     text = or_tsquery_text(query)
     if not text:
         return []
     cursor.execute(
-        f"""SELECT uid FROM {TABLE}, to_tsquery('english', %s) AS q
-            WHERE tsv @@ q ORDER BY ts_rank(tsv, q, 1) DESC, uid LIMIT %s""",
+        f"""SELECT uid, ts_rank(tsv, q, 1) AS r FROM {TABLE}, to_tsquery('english', %s) AS q
+            WHERE tsv @@ q ORDER BY r DESC, uid LIMIT %s""",
         [text, limit],
     )
-    return [uid for (uid,) in cursor.fetchall()]
+    return cursor.fetchall()
 
 
-def search_dense(cursor, vector: np.ndarray, limit: int = TOP_K) -> list[str]:
-    """Return the ``limit`` product uids nearest to ``vector`` by cosine distance (HNSW)."""
+def search_trigram(cursor, query: str, limit: int = TRIGRAM_K) -> list[str]:
+    """Return up to ``limit`` uids whose title contains a close (trigram) match of the query."""
+    query = query.lower().strip()
+    if len(query) < 3:
+        return []
     cursor.execute(
-        f"SELECT uid FROM {TABLE} ORDER BY embedding <=> %s::vector LIMIT %s", [vector_literal(vector), limit]
+        f"""SELECT uid FROM {TABLE} WHERE %s <%% lower(title)
+            ORDER BY word_similarity(%s, lower(title)) DESC, uid LIMIT %s""",
+        [query, query, limit],
     )
     return [uid for (uid,) in cursor.fetchall()]
+
+
+def search_dense(cursor, vector: np.ndarray, limit: int = TOP_K) -> list[tuple[str, float]]:
+    """Return the ``limit`` (uid, cosine similarity) nearest to ``vector`` (HNSW)."""
+    cursor.execute(
+        f"""SELECT uid, 1 - (embedding <=> %s::vector) FROM {TABLE}
+            ORDER BY embedding <=> %s::vector LIMIT %s""",
+        [vector_literal(vector)] * 2 + [limit],
+    )
+    return cursor.fetchall()
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K, limit: int = TOP_K) -> list[str]:
@@ -202,14 +265,153 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K, li
     return sorted(scores, key=lambda item: (-scores[item], item))[:limit]
 
 
+class TantivyBM25:
+    """BM25 of the tantivy search engine library over product titles (English stemming), in memory."""
+
+    def __init__(self, products: dict[str, str]):
+        import tantivy
+
+        builder = tantivy.SchemaBuilder()
+        builder.add_text_field("uid", stored=True, tokenizer_name="raw")
+        builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
+        self.index = tantivy.Index(builder.build())
+        writer = self.index.writer(heap_size=100_000_000, num_threads=1)
+        for uid, title in products.items():
+            writer.add_document(tantivy.Document(uid=uid, title=title))
+        writer.commit()
+        writer.wait_merging_threads()
+        self.index.reload()
+        self.searcher = self.index.searcher()
+
+    def search(self, query: str, limit: int = TOP_K) -> list[str]:
+        """Return up to ``limit`` uids by BM25 (OR of the query's words)."""
+        terms = WORD.findall(query.lower())
+        if not terms:
+            return []
+        parsed = self.index.parse_query(" ".join(terms), ["title"])
+        return [self.searcher.doc(address)["uid"][0] for _, address in self.searcher.search(parsed, limit).hits]
+
+
+@dataclass
+class SearchIndex:
+    """What the project's pipeline needs besides the temporary table."""
+
+    lexemes: dict[str, list[str]]
+    stats: ml.LexiconStats
+    corrector: ml.QueryCorrector
+    titles: dict[str, str]
+
+
+def gather_candidates(
+    cursor, index: SearchIndex, query: str, corrected: str, vector: np.ndarray
+) -> tuple[list[ml.Candidate], dict[str, list[str]]]:
+    """Return the fused candidates of the three legs with their scores, and each leg's ranking."""
+    lexical = search_fts(cursor, corrected)
+    trigram = search_trigram(cursor, query)
+    dense = search_dense(cursor, vector)
+    legs = {"lexical": [u for u, _ in lexical], "trigram": trigram, "dense": [u for u, _ in dense]}
+    order = list(dict.fromkeys(legs["lexical"] + legs["dense"] + legs["trigram"]))
+    if not order:
+        return [], legs
+    cursor.execute(
+        f"""SELECT uid, ts_rank(tsv, to_tsquery('english', %s), 1), similarity(%s, lower(title)),
+                   word_similarity(%s, lower(title)), 1 - (embedding <=> %s::vector)
+            FROM {TABLE} WHERE uid = ANY(%s)""",
+        [or_tsquery_text(corrected), query.lower(), query.lower(), vector_literal(vector), order],
+    )
+    scores = {row[0]: row[1:] for row in cursor.fetchall()}
+    ranks = {name: {uid: rank for rank, uid in enumerate(ranking, start=1)} for name, ranking in legs.items()}
+    candidates = []
+    for uid in order:
+        ts_rank, trigram_sim, word_sim, cosine = scores[uid]
+        candidates.append(
+            ml.Candidate(
+                key=uid, title=index.titles[uid], lexemes=index.lexemes[uid], ts_rank=ts_rank,
+                trigram=trigram_sim, word_similarity=word_sim, cosine=cosine,
+                ranks={name: r[uid] for name, r in ranks.items() if uid in r},
+            )
+        )  # fmt: skip
+    return candidates, legs
+
+
+@dataclass
+class QueryRun:
+    """One query's candidates and features (for training) and the baselines' rankings."""
+
+    candidates: list[ml.Candidate]
+    features: np.ndarray
+    legs: dict[str, list[str]]
+
+
+def run_queries(cursor, index: SearchIndex, texts: list[str], encoder: Encoder, desc: str) -> list[QueryRun]:
+    """Run the pipeline's retrieval and feature extraction for each text (no ranking yet)."""
+    corrected = [index.corrector.correct(text) for text in texts]
+    vectors = embed(encoder, corrected, f"embed {desc}")
+    lexemes = query_lexemes(cursor, corrected)
+    runs = []
+    for text, fixed, vector, query_lexeme in tqdm(
+        zip(texts, corrected, vectors, lexemes, strict=True), total=len(texts), desc=desc, file=sys.stderr,
+        mininterval=5.0,
+    ):  # fmt: skip
+        candidates, legs = gather_candidates(cursor, index, text, fixed, vector)
+        features = ml.candidate_features(fixed, query_lexeme, candidates, index.stats)
+        runs.append(QueryRun(candidates, features, legs))
+    return runs
+
+
+def baseline_rankings(cursor, bm25: TantivyBM25, texts: list[str], vectors: np.ndarray) -> dict[str, list[list[str]]]:
+    """Return each baseline's ranking of each raw (uncorrected) text."""
+    result: dict[str, list[list[str]]] = {name: [] for name in BASELINES}
+    for text, vector in tqdm(
+        zip(texts, vectors, strict=True), total=len(texts), desc="baselines", file=sys.stderr, mininterval=5.0
+    ):
+        fts = [uid for uid, _ in search_fts(cursor, text)]
+        dense = [uid for uid, _ in search_dense(cursor, vector)]
+        result["bm25_tantivy"].append(bm25.search(text))
+        result["postgres_fts"].append(fts)
+        result["dense_untuned"].append(dense)
+        result["rrf"].append(reciprocal_rank_fusion([fts, dense]))
+    return result
+
+
+def rank_runs(ranker: ml.Ranker, runs: list[QueryRun]) -> list[list[str]]:
+    """Return each query's candidates ordered by the ranker, best first, top 100."""
+    rankings = []
+    for run in runs:
+        scores = ranker.predict(run.features)
+        order = np.argsort(-scores, kind="stable")
+        rankings.append([run.candidates[i].key for i in order[:TOP_K]])
+    return rankings
+
+
+def training_relevances(runs: list[QueryRun], judgements: list[dict[str, float]]) -> list[np.ndarray]:
+    return [np.array([labels.get(c.key, 0.0) for c in run.candidates]) for run, labels in zip(runs, judgements)]
+
+
+def fit_ranker(runs: list[QueryRun], judgements: list[dict[str, float]], seed: int, rounds: int) -> ml.Ranker:
+    """Fit the lambdarank model on queries with candidates; 10% of them (seeded) for early stopping."""
+    usable = [i for i, run in enumerate(runs) if len(run.candidates) > 1]
+    random.Random(seed).shuffle(usable)
+    n_valid = max(1, len(usable) // 10)
+    valid, train = usable[:n_valid], usable[n_valid:]
+    relevances = training_relevances(runs, judgements)
+    return ml.Ranker.fit(
+        [runs[i].features for i in train],
+        [relevances[i] for i in train],
+        [runs[i].features for i in valid],
+        [relevances[i] for i in valid],
+        rounds=rounds,
+        seed=seed,
+    )
+
+
 # --- scoring --------------------------------------------------------------------------------
 
 
-def score_rankings(rankings: dict[str, list[str]], judgements: dict[str, dict[str, float]]) -> dict[str, float]:
+def score_rankings(rankings: Sequence[list[str]], judgements: Sequence[dict[str, float]]) -> dict[str, float]:
     """Return mean ndcg@10 over all queries, recall@100 and MRR over queries with a relevant product."""
     ndcg, recall, rr = [], [], []
-    for query_id, ranking in rankings.items():
-        judged = judgements[query_id]
+    for ranking, judged in zip(rankings, judgements, strict=True):
         ndcg.append(ndcg_at_k(ranking, judged, NDCG_K))
         relevant = relevant_items(judged, RELEVANT_THRESHOLD)
         if relevant:
@@ -222,17 +424,8 @@ def score_rankings(rankings: dict[str, list[str]], judgements: dict[str, dict[st
     }
 
 
-def run_systems(cursor, queries: dict[str, str], query_vectors: np.ndarray) -> dict[str, dict[str, list[str]]]:
-    """Return system name -> query id -> ranked uids for full text, dense and their fusion."""
-    runs: dict[str, dict[str, list[str]]] = {"postgres_fts": {}, "dense_untuned": {}, "rrf": {}}
-    items = zip(queries.items(), query_vectors, strict=True)
-    for (query_id, text), vector in tqdm(items, total=len(queries), desc="search", file=sys.stderr, mininterval=2.0):
-        lexical = search_fts(cursor, text)
-        dense = search_dense(cursor, vector)
-        runs["postgres_fts"][query_id] = lexical
-        runs["dense_untuned"][query_id] = dense
-        runs["rrf"][query_id] = reciprocal_rank_fusion([lexical, dense])
-    return runs
+def typo_ndcg(rankings: Sequence[list[str]], judgements: Sequence[dict[str, float]]) -> float:
+    return round(float(np.mean([ndcg_at_k(r, j, NDCG_K) for r, j in zip(rankings, judgements, strict=True)])), 4)
 
 
 def load_base_encoder() -> tuple[Path, Encoder]:
@@ -242,43 +435,94 @@ def load_base_encoder() -> tuple[Path, Encoder]:
 
 
 def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Index the train catalogue in temporary tables, run the test queries, return metrics.
+    """Index the train catalogue in a temporary table, train the ranker on train labels, measure the test queries.
 
-    Options: ``limit_products``, ``limit_queries``, ``seed``. Side effects: none that outlive the
-    call (temporary tables only, dropped before returning); reads no catalogue or model rows.
+    Options: ``limit_products``, ``limit_queries`` (test), ``train_queries`` (default 3000),
+    ``train_typo_fraction`` (default 0.3), ``rounds`` (default 400), ``seed``, ``cache_dir``
+    (reuse product embeddings between runs). Side effects: none that outlive the call
+    (temporary table only, dropped before returning); reads no catalogue or model rows.
     """
     if dataset not in DATASETS:
         raise EvaluationInputError(f"search evaluation supports {DATASETS}, not {dataset!r}")
     started = time.monotonic()
+    seed = int(options.get("seed", 7))
     catalogue = load_catalogue(Path(train_dir))
-    judged = load_judged_queries(Path(test_dir))
-    query_ids = sample_queries(judged, options.get("limit_queries"), options.get("seed", 7))
-    if not query_ids:
+    test = load_judged_queries(Path(test_dir))
+    train = load_judged_queries(Path(train_dir))
+    test_ids = sample_queries(test, options.get("limit_queries"), seed)
+    if not test_ids:
         raise EvaluationInputError(f"{test_dir}: no test query has a label")
-    products = select_products(catalogue, judged, query_ids, options.get("limit_products"))
-    queries = {query_id: judged.texts[query_id] for query_id in query_ids}
-    logger.info("search evaluation: %d products, %d queries", len(products), len(queries))
+    train_ids = sample_queries(train, options.get("train_queries", 3000), seed)
+    if set(train.texts[q].casefold() for q in train_ids) & set(test.texts[q].casefold() for q in test_ids):
+        logger.warning("some test query texts also occur in the train folder")
+    test, train = subset(test, test_ids), subset(train, train_ids)
+    products = select_products(catalogue, [test, train], options.get("limit_products"))
+    logger.info(
+        "search evaluation: %d products, %d train and %d test queries", len(products), len(train_ids), len(test_ids)
+    )
+
+    rng = random.Random(seed)
+    test_texts = [test.texts[q] for q in test_ids]
+    typo_texts = [ml.add_typo(text, rng) for text in test_texts]
+    train_texts = [train.texts[q] for q in train_ids]
+    train_judgements = [train.judgements[q] for q in train_ids]
+    typo_share = float(options.get("train_typo_fraction", 0.3))
+    typo_train = [i for i in range(len(train_ids)) if rng.random() < typo_share]
+    train_texts += [ml.add_typo(train_texts[i], rng) for i in typo_train]
+    train_judgements += [train_judgements[i] for i in typo_train]
+    test_judgements = [test.judgements[q] for q in test_ids]
 
     model_path, encoder = load_base_encoder()
-    product_vectors = embed(encoder, list(products.values()), "embed products")
-    query_vectors = embed(encoder, list(queries.values()), "embed queries")
+    product_vectors = embed_cached(encoder, model_path, list(products.values()), options.get("cache_dir"))
     with transaction.atomic(), connection.cursor() as cursor:
         create_index(cursor, products, product_vectors)
-        runs = run_systems(cursor, queries, query_vectors)
+        lexemes = title_lexemes(cursor)
+        index = SearchIndex(
+            lexemes=lexemes,
+            stats=ml.LexiconStats.from_lexemes(lexemes.values()),
+            corrector=ml.QueryCorrector.from_texts(products.values()),
+            titles=products,
+        )
+        train_runs = run_queries(cursor, index, train_texts, encoder, "train queries")
+        test_runs = run_queries(cursor, index, test_texts, encoder, "test queries")
+        typo_runs = run_queries(cursor, index, typo_texts, encoder, "typo queries")
+        bm25 = TantivyBM25(products)
+        clean_vectors = embed(encoder, test_texts, "embed raw test queries")
+        typo_vectors = embed(encoder, typo_texts, "embed raw typo queries")
+        baselines = baseline_rankings(cursor, bm25, test_texts, clean_vectors)
+        typo_baselines = baseline_rankings(cursor, bm25, typo_texts, typo_vectors)
         cursor.execute(f"DROP TABLE {TABLE}")
 
-    judgements = {query_id: judged.judgements[query_id] for query_id in query_ids}
+    ranker = fit_ranker(train_runs, train_judgements, seed, int(options.get("rounds", 400)))
+    metrics = score_rankings(rank_runs(ranker, test_runs), test_judgements)
+    metrics["typo_ndcg@10"] = typo_ndcg(rank_runs(ranker, typo_runs), test_judgements)
+    baseline_metrics = {}
+    for name in BASELINES:
+        baseline_metrics[name] = score_rankings(baselines[name], test_judgements)
+        baseline_metrics[name]["typo_ndcg@10"] = typo_ndcg(typo_baselines[name], test_judgements)
+    bm25_ndcg = baseline_metrics["bm25_tantivy"][f"ndcg@{NDCG_K}"]
     return {
-        "n": len(query_ids),
-        "n_with_relevant": sum(1 for q in query_ids if relevant_items(judgements[q], RELEVANT_THRESHOLD)),
-        "metrics": score_rankings(runs["rrf"], judgements),
-        "baselines": {name: score_rankings(runs[name], judgements) for name in ("postgres_fts", "dense_untuned")},
+        "n": len(test_ids),
+        "n_with_relevant": sum(1 for j in test_judgements if relevant_items(j, RELEVANT_THRESHOLD)),
+        "metrics": metrics,
+        "baselines": baseline_metrics,
+        "ratios": {
+            "ndcg_vs_bm25": round(metrics[f"ndcg@{NDCG_K}"] / bm25_ndcg, 3) if bm25_ndcg else None,
+            "typo_vs_clean": round(metrics["typo_ndcg@10"] / metrics[f"ndcg@{NDCG_K}"], 3)
+            if metrics[f"ndcg@{NDCG_K}"]
+            else None,
+        },
         "seconds": round(time.monotonic() - started, 1),
         "config": {
-            "model": f"reciprocal-rank fusion (k={RRF_K}) of postgres_fts and dense_untuned",
+            "model": "corrected query -> postgres full text + trigram + dense (HNSW) candidates -> LightGBM lambdarank",
+            "ranker": {k: v for k, v in ranker.config.items() if k != "params"},
+            "feature_importance": ranker.feature_importance(),
             "products_indexed": len(products),
+            "train_queries": len(train_ids),
+            "train_typo_copies": len(typo_train),
+            "test_queries_changed_by_typo": sum(1 for a, b in zip(test_texts, typo_texts) if a != b),
             "judged_products_missing_from_catalogue": sum(
-                1 for q in query_ids for uid in judgements[q] if uid not in catalogue
+                1 for j in test_judgements for uid in j if uid not in catalogue
             ),
             "relevant_threshold": RELEVANT_THRESHOLD,
             "ndcg_gain": "relevance (unjudged: 0)",
@@ -287,6 +531,6 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
             "device": str(encoder.device),
             "limit_products": options.get("limit_products"),
             "limit_queries": options.get("limit_queries"),
-            "seed": options.get("seed", 7),
+            "seed": seed,
         },
     }

@@ -1,7 +1,8 @@
-"""Judged queries and graded relevance labels (training and evaluation data for search)."""
+"""Judged queries, graded relevance labels, and the search log with its clicks (search training data)."""
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 
@@ -32,3 +33,47 @@ class RelevanceLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.query_id}/{self.product_id}: {self.relevance}"
+
+
+class SearchQueryLog(models.Model):
+    """One storefront search: what was asked, what it matched, what was shown (training data)."""
+
+    text = models.CharField(max_length=500)
+    normalized = models.CharField(max_length=500, db_index=True, help_text="Lower-cased, single-spaced.")
+    corrected = models.CharField(max_length=500, blank=True, help_text="The query after typo correction.")
+    filters = models.JSONField(default=dict, blank=True)
+    sort = models.CharField(max_length=20, default="relevance")
+    page = models.PositiveIntegerField(default=1)
+    result_count = models.PositiveIntegerField(default=0, help_text="Size of the whole match set.")
+    results = models.JSONField(default=list, blank=True, help_text="Product ids shown on the page, in order.")
+    model_version = models.CharField(max_length=100, blank=True)
+    ranker = models.CharField(max_length=20, blank=True, help_text="'learned' or 'fusion'.")
+    latency_ms = models.FloatField(default=0.0)
+    session = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            GinIndex(name="search_log_normalized_trgm", fields=["normalized"], opclasses=["gin_trgm_ops"]),
+            models.Index(fields=["result_count", "-created_at"], name="search_log_zero_results"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.text!r} ({self.result_count})"
+
+
+class SearchClick(models.Model):
+    """A shopper opened a product from a logged search's results."""
+
+    query = models.ForeignKey(SearchQueryLog, on_delete=models.CASCADE, related_name="clicks")
+    product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(help_text="1-based rank on the page the shopper saw.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["query", "product"], name="one_click_per_search_product")]
+
+    def __str__(self) -> str:
+        return f"{self.query_id} -> {self.product_id} @{self.position}"

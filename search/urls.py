@@ -1,3 +1,11 @@
-"""URLs of the search app under /api/v1/; its endpoints arrive with the search issue."""
+"""URLs of the search app, mounted at /api/v1/search/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from search import views
+
+urlpatterns = [
+    path("", views.SearchView.as_view(), name="search"),
+    path("suggest", views.SuggestView.as_view(), name="search-suggest"),
+    path("clicks", views.SearchClickView.as_view(), name="search-click"),
+]

@@ -19,8 +19,8 @@ from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
 
-SYSTEMS = ("postgres_fts", "dense_untuned")
-METRICS = ("ndcg@10", "recall@100", "mrr")
+SYSTEMS = ("bm25_tantivy", "postgres_fts", "dense_untuned", "rrf")
+METRICS = ("ndcg@10", "recall@100", "mrr", "typo_ndcg@10")
 
 
 def read_column(path: Path, column: str) -> list[str]:
@@ -81,8 +81,9 @@ def test_search_evaluation_finds_real_signal_and_writes_nothing(split: Path, tmp
         "--dataset", "homedepot",
         "--train-dir", str(split / "train"),
         "--test-dir", str(split / "test"),
-        "--limit-products", "2000",
+        "--limit-products", "500",
         "--limit-queries", "50",
+        "--set", "train_queries=150",
         "--json", str(report_file),
     )  # fmt: skip
 
@@ -94,6 +95,9 @@ def test_search_evaluation_finds_real_signal_and_writes_nothing(split: Path, tmp
         assert all(0.0 <= metrics[name] <= 1.0 for name in METRICS)
     for system in SYSTEMS:
         assert report["baselines"][system]["ndcg@10"] > 0.2, system
+    assert report["metrics"]["ndcg@10"] > 0.2
+    assert report["config"]["test_queries_changed_by_typo"] > 25
+    assert report["ratios"]["ndcg_vs_bm25"] > 0
     assert json.loads(report_file.read_text()) == report
     assert [model.objects.count() for model in (Product, ProductEmbedding, ModelVersion, TrainingJob)] == before
     assert JudgedQuery.objects.count() == RelevanceLabel.objects.count() == 0

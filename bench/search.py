@@ -1,0 +1,189 @@
+"""Benchmark the search API over HTTP: hybrid search against the PostgreSQL full-text-only path.
+
+``python bench/search.py [--data-dir ../shared/data] [--state-dir /tmp/state-search-bench]``
+
+Prepares its own STATE_DIR (the 54,667 Home Depot products, their queries and labels), gives the
+products deterministic synthetic prices and stock (the dataset has titles only, and the
+filters need something to filter on), stores the base encoder's product embeddings (taken from
+the search evaluation's cache when it holds the same titles, else computed), trains the learned
+ranker of the active version, starts gunicorn (2 workers x 4 threads) and sends real Home Depot
+queries from 8 concurrent keep-alive clients:
+
+- ``plain``: ``q`` only, facets off; ``filtered``: price range + in stock, facets off;
+  ``faceted``: ``q`` with facets on (category, brand, price buckets over the match set);
+- the same three with ``mode=lexical`` (PostgreSQL full text only: no encoding, no trigram or
+  dense leg, no ranker), measured in the same run for the ratio.
+
+Prints one JSON object: p50/p95/p99 per kind and path, ratios, peak resident memory of the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.harness import PYTHON, _env, load_test, peak_rss_mb, prepare_state, serve  # noqa: E402
+
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+SETUP = r"""
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+from django.db import connection
+from backbone.services import get_active_version, load_encoder
+from catalog.embeddings import product_index
+from catalog.models import Product, ProductEmbedding
+
+cache_dir = sys.argv[1]
+with connection.cursor() as cursor:
+    # Synthetic, deterministic prices and stock: the dataset has none, the filters need them.
+    cursor.execute(
+        "UPDATE catalog_product SET price = mod(abs(hashtext(sku)), 50000) / 100.0 + 1, "
+        "in_stock = mod(abs(hashtext(sku || 's')), 10) <> 0 WHERE price IS NULL"
+    )
+version = get_active_version()
+missing = Product.objects.exclude(embeddings__version_id=version.pk).count()
+source = "present"
+if missing:
+    rows = list(Product.objects.order_by("id").values_list("id", "title", "sku"))
+    vectors = None
+    encoder = load_encoder(version)
+    for path in sorted(Path(cache_dir).glob("search-eval-*.npz")) if cache_dir else []:
+        data = np.load(path, allow_pickle=False)["vectors"]
+        if len(data) == len(rows):
+            vectors = data
+            source = str(path)
+    texts = product_index.texts([pid for pid, _, _ in rows])
+    if vectors is None:
+        source = "computed"
+        vectors = encoder.encode([texts[pid] for pid, _, _ in rows], batch_size=64)
+        ids = [pid for pid, _, _ in rows]
+    else:
+        # Cached rows are in products.csv order == import order == id order; check titles match.
+        ids = [pid for pid, _, _ in rows]
+        probe = encoder.encode([texts[ids[i]] for i in (0, len(ids) // 2, len(ids) - 1)])
+        if not np.allclose(probe, vectors[[0, len(ids) // 2, len(ids) - 1]], atol=1e-4):
+            source = "computed (cache did not match)"
+            vectors = encoder.encode([texts[pid] for pid in ids], batch_size=64)
+    for start in range(0, len(ids), 2000):
+        product_index.store(version.pk, dict(zip(ids[start:start + 2000], vectors[start:start + 2000])))
+print(json.dumps({"version": version.name, "embeddings": source, "missing_before": missing}))
+"""
+
+
+def manage(state_dir: str, *args: str, env: dict | None = None) -> str:
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=REPO_ROOT, env=_env(state_dir, env), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def read_queries(path: Path, n: int, seed: int) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        queries = [row["query"] for row in csv.DictReader(fh)]
+    return random.Random(seed).sample(queries, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--state-dir", default="/tmp/state-search-bench")
+    parser.add_argument("--cache-dir", default="/tmp/search-cache", help="the evaluation's embedding cache")
+    parser.add_argument("--queries", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ranker-queries", type=int, default=1500)
+    parser.add_argument("--port", type=int, default=8731)
+    args = parser.parse_args()
+    env = {"BACKBONE_TORCH_THREADS": "1"}
+
+    started = time.monotonic()
+    prepare_state(args.state_dir, ["homedepot"], args.data_dir)
+    setup = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", SETUP.replace("sys.argv[1]", repr(args.cache_dir))],
+        cwd=REPO_ROOT, env=_env(args.state_dir, env), capture_output=True, text=True,
+    )  # fmt: skip
+    if setup.returncode != 0:
+        raise SystemExit(setup.stderr[-3000:])
+    prepared = json.loads(setup.stdout.strip().splitlines()[-1])
+    ranker = manage(args.state_dir, "train_search_ranker", "--max-queries", str(args.ranker_queries), env=env).strip()
+    setup_seconds = round(time.monotonic() - started, 1)
+
+    queries = read_queries(Path(args.data_dir) / "homedepot_search" / "queries.csv", args.queries, seed=3)
+    rng = random.Random(5)
+
+    def path(query: str, **extra: str) -> str:
+        return "/api/v1/search/?" + urllib.parse.urlencode({"q": query, **extra})
+
+    kinds = {
+        "plain": [path(q, facets="false") for q in queries],
+        "filtered": [
+            path(q, facets="false", min_price=str(low), max_price=str(low + 100), in_stock="true")
+            for q, low in ((q, rng.choice([0, 20, 50, 100, 200])) for q in queries)
+        ],
+        "faceted": [path(q) for q in queries],
+    }
+    results: dict[str, dict] = {}
+    with serve(args.state_dir, args.port, workers=2, env=env) as server:
+        headers = {"X-Api-Key": server.storefront_key}
+        # Warm up each worker: load the encoder, the ranker and the vocabulary.
+        load_test(server.base_url, [("GET", path(q), None) for q in queries[:40]], headers, concurrency=8)
+        for kind, paths in kinds.items():
+            for mode in ("hybrid", "lexical"):
+                suffix = "" if mode == "hybrid" else "&mode=lexical"
+                requests = [("GET", p + suffix, None) for p in paths]
+                results[f"{kind}/{mode}"] = load_test(
+                    server.base_url, requests, headers, concurrency=8, repeats=args.repeats
+                )
+        peak = peak_rss_mb(server.pids())
+
+    ratios = {
+        kind: {
+            "p50_hybrid_over_lexical": round(
+                results[f"{kind}/hybrid"]["p50_ms"] / results[f"{kind}/lexical"]["p50_ms"], 2
+            ),
+            "p99_hybrid_over_lexical": round(
+                results[f"{kind}/hybrid"]["p99_ms"] / results[f"{kind}/lexical"]["p99_ms"], 2
+            ),
+        }
+        for kind in kinds
+    }
+    print(
+        json.dumps(
+            {
+                "bench": "search",
+                "products": 54667,
+                "concurrency": 8,
+                "server": "gunicorn config.wsgi, 2 workers x 4 threads, BACKBONE_TORCH_THREADS=1",
+                "queries": args.queries,
+                "repeats": args.repeats,
+                "prepared": prepared,
+                "ranker": ranker,
+                "setup_seconds": setup_seconds,
+                "results": results,
+                "ratios": ratios,
+                "peak_rss_mb": {
+                    "server": peak,
+                    "bench": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

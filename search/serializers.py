@@ -1,0 +1,111 @@
+"""Request and response serializers of the search API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from search.services import MODES, SORTS
+
+MAX_QUERY_LENGTH = 500
+
+
+class StrictQuerySerializer(serializers.Serializer):
+    """Rejects query parameters it does not declare, so a misspelt filter is a 400, not ignored."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown parameter."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class SearchRequestSerializer(StrictQuerySerializer):
+    q = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=True)
+    category = serializers.CharField(max_length=500, required=False, default="", help_text="Category-path prefix.")
+    brand = serializers.CharField(max_length=200, required=False, default="")
+    min_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
+    max_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
+    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
+    sort = serializers.ChoiceField(choices=SORTS, default="relevance")
+    page = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    page_size = serializers.IntegerField(min_value=1, max_value=100, default=20)
+    session = serializers.CharField(max_length=128, required=False, default="")
+    mode = serializers.ChoiceField(
+        choices=MODES, default="hybrid", help_text="'lexical': PostgreSQL full text only (no model)."
+    )
+    facets = serializers.BooleanField(default=True, help_text="Compute facet counts over the match set.")
+
+    def validate(self, attrs):
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError({"max_price": ["Must not be below min_price."]})
+        return attrs
+
+
+class SearchHitSerializer(serializers.Serializer):
+    product_id = serializers.IntegerField()
+    sku = serializers.CharField()
+    title = serializers.CharField()
+    brand = serializers.CharField()
+    category_path = serializers.CharField()
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    in_stock = serializers.BooleanField()
+    score = serializers.FloatField()
+    matched_by = serializers.ChoiceField(choices=["lexical", "semantic", "both"])
+
+
+class FacetValueSerializer(serializers.Serializer):
+    value = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class PriceBucketSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    max = serializers.FloatField(allow_null=True)
+    count = serializers.IntegerField()
+
+
+class FacetsSerializer(serializers.Serializer):
+    category = FacetValueSerializer(many=True)
+    brand = FacetValueSerializer(many=True)
+    price = PriceBucketSerializer(many=True)
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    search_id = serializers.IntegerField(source="log_id", allow_null=True, help_text="Send it back with clicks.")
+    query = serializers.CharField()
+    corrected = serializers.CharField()
+    total = serializers.IntegerField(help_text="Size of the whole match set.")
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    sort = serializers.CharField()
+    ranker = serializers.CharField()
+    results = SearchHitSerializer(many=True, source="hits")
+    facets = FacetsSerializer()
+    timings_ms = serializers.DictField(child=serializers.FloatField())
+
+
+class SuggestRequestSerializer(StrictQuerySerializer):
+    q = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=True)
+    limit = serializers.IntegerField(min_value=1, max_value=20, default=8)
+
+
+class SuggestionSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["query", "product"])
+    sku = serializers.CharField(allow_null=True)
+    searches = serializers.IntegerField()
+
+
+class SuggestResponseSerializer(serializers.Serializer):
+    suggestions = SuggestionSerializer(many=True)
+
+
+class ClickRequestSerializer(serializers.Serializer):
+    search_id = serializers.IntegerField(min_value=1)
+    sku = serializers.CharField(max_length=64)
+    position = serializers.IntegerField(min_value=1, max_value=10_000)
+
+
+class ClickResponseSerializer(serializers.Serializer):
+    click_id = serializers.IntegerField()

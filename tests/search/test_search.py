@@ -1,0 +1,161 @@
+"""Hybrid search on the real PostgreSQL (full text, pg_trgm, pgvector) with the tiny backbone."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.db import connection, transaction
+
+from catalog.models import Product
+from catalog.services import embed_products
+from search import ml, services
+from search.models import SearchClick, SearchQueryLog
+from tests.factories import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def titles(result) -> list[str]:
+    return [hit.title for hit in result.hits]
+
+
+def test_lexical_match_ranks_first_and_says_why(catalogue):
+    result = services.search_products(query="claw hammer")
+    assert result.hits[0].title == "Claw hammer 16 oz"
+    assert result.hits[0].matched_by == "both"
+    assert result.ranker == "fusion"
+    assert {hit.matched_by for hit in result.hits} <= {"lexical", "semantic", "both"}
+
+
+def test_query_with_no_lexical_match_still_gets_semantic_results(catalogue):
+    result = services.search_products(query="xylophone")
+    assert result.total > 0
+    assert {hit.matched_by for hit in result.hits} == {"semantic"}
+
+
+def test_typo_is_corrected_against_the_catalogue_vocabulary(catalogue):
+    result = services.search_products(query="garden hoze")
+    assert result.corrected == "garden hose"
+    assert result.hits[0].title == "Garden hose 50 ft"
+
+
+def test_filters_apply_to_every_leg(catalogue):
+    filters = services.SearchFilters(category="tools/power", max_price=Decimal("130"))
+    result = services.search_products(query="drill", filters=filters)
+    assert set(titles(result)) == {"Cordless drill driver 18V", "Hammer drill with case"}
+    result = services.search_products(query="drill", filters=services.SearchFilters(brand="Hillman"))
+    assert set(titles(result)) == {"Wood screws box of 100", "Deck screws stainless steel"}
+
+
+def test_facets_count_the_whole_match_set_not_just_the_page(catalogue):
+    result = services.search_products(query="drill", page_size=1)
+    assert len(result.hits) == 1
+    assert sum(row["count"] for row in result.facets["brand"]) == result.total == len(catalogue)
+    assert sum(row["count"] for row in result.facets["price"]) == result.total
+    assert {"value": "Hillman", "count": 2} in result.facets["brand"]
+
+
+def test_sort_by_price_and_pages(catalogue):
+    result = services.search_products(query="tool", sort="price_asc", page_size=3)
+    prices = [hit.price for hit in result.hits]
+    assert prices == sorted(prices) and prices[0] == Decimal("7.49")
+    last = services.search_products(query="tool", sort="price_asc", page_size=3, page=3)
+    assert len(last.hits) == 2
+    assert services.search_products(query="tool", page=50).hits == []
+
+
+def test_created_product_is_found_lexically_at_once(catalogue):
+    ProductFactory(title="Zircon stud finder", brand="Zircon", category_path="tools/hand")
+    result = services.search_products(query="stud finder")
+    assert result.hits[0].title == "Zircon stud finder"
+    assert result.hits[0].matched_by == "lexical"  # not embedded yet: the worker does that on commit
+
+
+def test_filtered_vector_query_returns_min_of_k_and_matches(tiny_active_version):
+    """Iterative HNSW scans: a filter matching few rows still fills the result up to the matches."""
+    many = ProductFactory.create_batch(300, brand="Common", category_path="misc")
+    rare = ProductFactory.create_batch(7, brand="Rare", category_path="misc")
+    embed_products(product_ids=[p.pk for p in many + rare])
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # make PostgreSQL use the HNSW index on this small table
+        vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
+        with transaction.atomic():
+            retrieved = services.retrieve(
+                cursor, query="zz", corrected="zz", vector=vector, version_id=tiny_active_version.pk,
+                filters=services.SearchFilters(brand="Rare"),
+            )  # fmt: skip
+            assert sorted(retrieved.legs["dense"]) == sorted(p.pk for p in rare)
+            retrieved = services.retrieve(
+                cursor, query="zz", corrected="zz", vector=vector, version_id=tiny_active_version.pk,
+                filters=services.SearchFilters(brand="Common"),
+            )  # fmt: skip
+            assert len(retrieved.legs["dense"]) == services.DENSE_K
+        cursor.execute("RESET enable_seqscan")
+
+
+def test_live_queries_use_the_search_indexes(catalogue):
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(
+            f"EXPLAIN SELECT p.id FROM catalog_product p WHERE {services.PRODUCT_TSVECTOR} @@ to_tsquery('english', 'drill')"
+        )
+        assert "search_product_fts" in " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute(f"EXPLAIN SELECT p.id FROM catalog_product p WHERE 'drill' <% {services.PRODUCT_TRIGRAM_TEXT}")
+        assert "search_product_title_trgm" in " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+
+
+def test_each_search_is_logged_and_clicks_join_it(catalogue):
+    result = services.search_products(query="Claw  Hammer")
+    log = SearchQueryLog.objects.get(pk=result.log_id)
+    assert log.normalized == "claw hammer" and log.results == [hit.product_id for hit in result.hits]
+    services.record_click(log_id=log.pk, product_id=result.hits[0].product_id, position=1)
+    services.record_click(log_id=log.pk, product_id=result.hits[0].product_id, position=1)
+    assert SearchClick.objects.count() == 1
+    services.search_products(query="claw hammer")
+    services.search_products(query="qqqq", filters=services.SearchFilters(brand="Nobody"))
+    analytics = services.search_analytics()
+    top = analytics["top_queries"][0]
+    assert (top["normalized"], top["searches"], top["clicked"], top["ctr"]) == ("claw hammer", 2, 1, 0.5)
+    assert analytics["zero_result_queries"] == [{"normalized": "qqqq", "searches": 1}]
+
+
+def test_suggestions_tolerate_typos_and_include_past_queries(catalogue):
+    services.search_products(query="deck screws")
+    suggestions = services.suggest(query="scrwes")
+    assert {"Wood screws box of 100", "Deck screws stainless steel"} <= {s["text"] for s in suggestions}
+    suggestions = services.suggest(query="deck")
+    assert suggestions[0] == {"text": "deck screws", "kind": "query", "sku": None, "searches": 1}
+
+
+def test_learned_ranker_is_trained_saved_and_used(catalogue, settings, tmp_path):
+    from search.models import JudgedQuery, RelevanceLabel
+
+    settings.MODELS_DIR = tmp_path
+    by_title = {p.title: p for p in Product.objects.all()}
+    for i, (query, title) in enumerate(
+        [("drill", "Cordless drill driver 18V"), ("hammer", "Claw hammer 16 oz"), ("screws", "Deck screws stainless steel"),
+         ("saw", "Circular saw 7-1/4 in"), ("hose", "Garden hose 50 ft"), ("fan", "Ceiling fan with light kit")] * 3
+    ):  # fmt: skip
+        judged = JudgedQuery.objects.create(external_id=f"q{i}", text=f"{query} {i}")
+        RelevanceLabel.objects.create(query=judged, product=by_title[title], relevance=3.0)
+    from search.tasks import train_ranker
+
+    folder = services.train_ranker(max_queries=100)
+    assert (folder / "ranker.txt").exists() and (folder / "config.json").exists()
+    # The task is safe to run twice: it replaces the version's ranker in place.
+    assert train_ranker.apply(kwargs={"max_queries": 100}).get() == str(folder)
+    assert train_ranker.apply(kwargs={"max_queries": 100}).get() == str(folder)
+    result = services.search_products(query="hammer")
+    assert result.ranker == "learned"
+    assert ml.Ranker.load(folder).config["queries"] == 18
+
+
+def test_lexical_mode_is_full_text_only(catalogue):
+    result = services.search_products(query="drill", mode="lexical", facets=False)
+    assert result.ranker == "lexical"
+    assert set(titles(result)) == {"Cordless drill driver 18V", "Hammer drill with case"}
+    assert {hit.matched_by for hit in result.hits} == {"lexical"}
+    assert result.facets == {"category": [], "brand": [], "price": []}
