@@ -1,6 +1,14 @@
-"""Intent classification on the shared backbone: the chatbot's multi-task training task.
+"""Intent classification on the shared backbone: the chatbot's multi-task training task and its
+serving classifier.
 
-Plain PyTorch/scikit-learn, no ORM: the service layer hands it texts and labels.
+Plain PyTorch/NumPy/scikit-learn, no ORM: the service layer hands it texts and labels.
+
+The recipe: fine-tune the backbone with a cosine-style linear head (label smoothing, batches
+bucketed by length so that padding stays small), then on the validation split fit (1) a
+prototype classifier over the tuned embeddings mixed into the head's logits with a weight
+chosen on validation, (2) a temperature for calibrated confidence and (3) an out-of-scope
+threshold on the calibrated top probability. New intents join at serving time as prototypes
+(mean embedding of a few examples) mapped onto the head's logit scale, without retraining.
 """
 
 from __future__ import annotations
@@ -9,25 +17,36 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from backbone.encoder import Encoder
 
+ECE_BINS = 15
+PROTOTYPE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+
 
 class IntentHead(nn.Module):
-    """Linear classifier over unit-length embeddings with a learned logit scale."""
+    """Linear classifier over unit-length embeddings with a learned logit scale.
+
+    Buffers filled after training (saved with the weights): the class prototypes (mean tuned
+    embedding per label) and how prototype cosines map onto the head's logits.
+    """
 
     def __init__(self, dim: int, n_labels: int, dropout: float = 0.1):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(dim, n_labels)
         self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
+        self.register_buffer("prototypes", torch.zeros(n_labels, dim))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(embeddings)) * self.log_scale.exp()
@@ -57,11 +76,199 @@ def stratified_sample(labels: Sequence[str], limit: int, seed: int) -> list[int]
     return picked
 
 
+# --- the serving classifier -----------------------------------------------------------------
+
+
+@dataclass
+class IntentClassifier:
+    """Head + prototypes + calibration, as NumPy arrays: what serving and evaluation need.
+
+    ``extra_labels``/``extra_prototypes`` are intents added after training (prototype only).
+    """
+
+    labels: list[str]
+    weight: np.ndarray  # (C, dim), already multiplied by the logit scale
+    bias: np.ndarray  # (C,)
+    prototypes: np.ndarray  # (C, dim) unit vectors
+    proto_a: float = 1.0
+    proto_b: float = 0.0
+    proto_weight: float = 0.0
+    temperature: float = 1.0
+    threshold: float = 0.0
+    oos_label: str | None = None
+    extra_labels: list[str] = field(default_factory=list)
+    extra_prototypes: np.ndarray | None = None
+
+    @classmethod
+    def from_head(cls, head: IntentHead, config: dict[str, Any]) -> IntentClassifier:
+        """Build from a trained head and its config (``IntentTask.head_config``)."""
+        state = {k: v.detach().float().cpu().numpy() for k, v in head.state_dict().items()}
+        return cls.from_state(state, config)
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], config: dict[str, Any]) -> IntentClassifier:
+        """Build from a head state dict (as NumPy arrays) and its config."""
+        scale = float(np.exp(state["log_scale"]))
+        cal = config.get("calibration", {})
+        return cls(
+            labels=list(config["labels"]),
+            weight=state["linear.weight"] * scale,
+            bias=state["linear.bias"] * scale,
+            prototypes=state.get("prototypes", np.zeros_like(state["linear.weight"])),
+            proto_a=float(cal.get("proto_a", 1.0)),
+            proto_b=float(cal.get("proto_b", 0.0)),
+            proto_weight=float(cal.get("proto_weight", 0.0)),
+            temperature=float(cal.get("temperature", 1.0)),
+            threshold=float(cal.get("threshold", 0.0)),
+            oos_label=config.get("oos_label"),
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> IntentClassifier:
+        """Load from a version's ``heads/intents`` folder (safetensors + config.json)."""
+        from backbone.multitask import load_head_state
+
+        state, config = load_head_state(Path(folder))
+        return cls.from_state({k: v.float().numpy() for k, v in state.items()}, config)
+
+    @classmethod
+    def from_prototypes(
+        cls, labels: list[str], prototypes: np.ndarray, scale: float = 20.0, threshold: float = 0.0
+    ) -> IntentClassifier:
+        """A prototype-only classifier (no trained head yet): cosine x ``scale`` as logits."""
+        dim = prototypes.shape[1] if len(prototypes) else 0
+        return cls(
+            labels=list(labels),
+            weight=np.zeros((len(labels), dim), dtype=np.float32),
+            bias=np.zeros(len(labels), dtype=np.float32),
+            prototypes=prototypes.astype(np.float32),
+            proto_a=scale,
+            proto_b=0.0,
+            proto_weight=1.0,
+            threshold=threshold,
+        )
+
+    def with_extra(self, labels: list[str], prototypes: np.ndarray) -> IntentClassifier:
+        """Return a copy that also knows ``labels`` through their prototypes (no retraining)."""
+        keep = [i for i, label in enumerate(labels) if label not in set(self.labels)]
+        return IntentClassifier(
+            **{k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("extra_labels", "extra_prototypes")},
+            extra_labels=[labels[i] for i in keep],
+            extra_prototypes=prototypes[keep].astype(np.float32) if keep else None,
+        )
+
+    @property
+    def all_labels(self) -> list[str]:
+        return self.labels + self.extra_labels
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """Uncalibrated logits over ``all_labels`` for (n, dim) unit embeddings."""
+        logits = embeddings @ self.weight.T + self.bias
+        if self.proto_weight:
+            logits = logits + self.proto_weight * (self.proto_a * (embeddings @ self.prototypes.T) + self.proto_b)
+        if self.extra_labels:
+            # a new intent only has its prototype: put its cosine on the head's logit scale
+            extra = self.proto_a * (embeddings @ self.extra_prototypes.T) + self.proto_b
+            logits = np.concatenate([logits, extra * (1.0 + self.proto_weight)], axis=1)
+        return logits
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities over ``all_labels``."""
+        return softmax(self.logits(embeddings) / self.temperature)
+
+    def is_out_of_scope(self, probs: np.ndarray) -> np.ndarray:
+        """Boolean per row: the top label is the out-of-scope class, or its probability is below the threshold."""
+        top = probs.argmax(axis=1)
+        oos = probs.max(axis=1) < self.threshold
+        if self.oos_label is not None and self.oos_label in self.labels:
+            oos_index = self.labels.index(self.oos_label)
+            oos |= top == oos_index
+        return oos
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def class_prototypes(embeddings: np.ndarray, y: Sequence[int], n_labels: int) -> np.ndarray:
+    """Unit-length mean embedding per label (zeros for a label without examples)."""
+    protos = np.zeros((n_labels, embeddings.shape[1]), dtype=np.float32)
+    np.add.at(protos, np.asarray(y), embeddings)
+    norms = np.linalg.norm(protos, axis=1, keepdims=True)
+    return protos / np.maximum(norms, 1e-9)
+
+
+def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
+    """Temperature that minimises the negative log-likelihood on held-out logits."""
+    y = np.asarray(y)
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    return round(math.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x), 4)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| x share."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = (confidence > lo) & (confidence <= hi)
+        if mask.any():
+            ece += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
+    return round(float(ece), 4)
+
+
+def fit_prototype_map(embeddings: np.ndarray, head_logits: np.ndarray, prototypes: np.ndarray) -> tuple[float, float]:
+    """Least-squares a, b with head logit ~= a x cosine-to-prototype + b over all (example, label) pairs."""
+    cos = (embeddings @ prototypes.T).ravel()
+    a, b = np.polyfit(cos, head_logits.ravel(), 1)
+    return float(a), float(b)
+
+
+def choose_threshold(
+    probs: np.ndarray, y: np.ndarray, oos_index: int | None, *, max_in_scope_drop: float, quantile: float
+) -> float:
+    """Out-of-scope threshold on the top probability, chosen on validation.
+
+    With out-of-scope examples: the threshold with the best out-of-scope recall whose in-scope
+    accuracy is at most ``max_in_scope_drop`` below the accuracy without a threshold. Without
+    them: the ``quantile`` of the top probability of in-scope messages (that share goes to review).
+    """
+    top, pred = probs.max(axis=1), probs.argmax(axis=1)
+    if oos_index is None:
+        return round(float(np.quantile(top, quantile)), 4)
+    in_scope = y != oos_index
+    best, best_recall = 0.0, -1.0
+    base = None
+    for t in np.linspace(0.0, 0.99, 100):
+        flagged = (top < t) | (pred == oos_index)
+        acc = float(((pred == y) & ~flagged)[in_scope].mean())
+        recall = float(flagged[~in_scope].mean()) if (~in_scope).any() else 0.0
+        if base is None:
+            base = acc
+        if acc >= base - max_in_scope_drop and recall > best_recall:
+            best, best_recall = float(t), recall
+    return round(best, 4)
+
+
+# --- the training task ----------------------------------------------------------------------
+
+
 class IntentTask:
     """Fine-tunes the backbone with a classification head over intent labels.
 
     ``train`` and ``val`` are (texts, labels); when ``val`` is None, 10% of ``train`` per
-    label is carved out (seeded) as the validation split.
+    label is carved out (seeded) as the validation split. ``oos_label`` names the
+    out-of-scope class when the data has one (trained as a class and thresholded).
+    After training, :meth:`evaluate` calibrates on the validation split (prototypes, their
+    weight, temperature, out-of-scope threshold); :meth:`head_config` then carries them.
     """
 
     name = "intents"
@@ -75,6 +282,11 @@ class IntentTask:
         val_fraction: float = 0.1,
         seed: int = 13,
         eval_batch_size: int = 128,
+        label_smoothing: float = 0.1,
+        oos_label: str | None = None,
+        max_in_scope_drop: float = 0.01,
+        review_quantile: float = 0.02,
+        run_baselines: bool = True,
     ):
         texts, labels = train
         if val is None:
@@ -89,34 +301,80 @@ class IntentTask:
         self.val_texts, self.val_y = val[0], [self.index[x] for x in val[1]]
         self.weight = weight
         self.eval_batch_size = eval_batch_size
+        self.label_smoothing = label_smoothing
+        self.oos_label = oos_label if oos_label in self.index else None
+        self.max_in_scope_drop = max_in_scope_drop
+        self.review_quantile = review_quantile
+        self.run_baselines = run_baselines
+        self.calibration: dict[str, float] = {}
 
     def build_head(self, dim: int) -> nn.Module:
         return IntentHead(dim, len(self.labels))
 
     def batches(self, rng: random.Random, batch_size: int) -> list[Any]:
+        """Shuffled batches of similar-length texts (little padding), in shuffled order."""
         order = list(range(len(self.train_texts)))
         rng.shuffle(order)
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        chunk = batch_size * 50
+        batches = []
+        for start in range(0, len(order), chunk):
+            block = sorted(order[start : start + chunk], key=lambda i: len(self.train_texts[i]))
+            batches.extend(block[i : i + batch_size] for i in range(0, len(block), batch_size))
+        rng.shuffle(batches)
+        return batches
 
     def loss(self, encoder: Encoder, head: nn.Module, batch: list[int]) -> torch.Tensor:
         features = encoder.tokenize([self.train_texts[i] for i in batch])
         logits = head(encoder(features))
         target = torch.tensor([self.train_y[i] for i in batch], device=logits.device)
-        return nn.functional.cross_entropy(logits, target)
+        return nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    @torch.inference_mode()
-    def predict_logits(self, encoder: Encoder, head: nn.Module, texts: Sequence[str]) -> np.ndarray:
-        vectors = encoder.encode(list(texts), batch_size=self.eval_batch_size)
-        emb = torch.from_numpy(vectors).to(encoder.device)
-        return head(emb).float().cpu().numpy()
+    def calibrate(self, encoder: Encoder, head: IntentHead) -> tuple[IntentClassifier, np.ndarray]:
+        """Fit prototypes, their weight, temperature and threshold on validation; return (classifier, val embeddings)."""
+        head.eval()
+        train_emb = encoder.encode(self.train_texts, batch_size=self.eval_batch_size)
+        val_emb = encoder.encode(self.val_texts, batch_size=self.eval_batch_size)
+        protos = class_prototypes(train_emb, self.train_y, len(self.labels))
+        with torch.no_grad():
+            head.prototypes.copy_(torch.from_numpy(protos))
+        classifier = IntentClassifier.from_head(head, self.head_config())
+        y = np.asarray(self.val_y)
+        head_logits = classifier.logits(val_emb)
+        classifier.proto_a, classifier.proto_b = fit_prototype_map(val_emb, head_logits, protos)
+        best = (-1.0, 0.0)
+        for w in PROTOTYPE_WEIGHTS:
+            classifier.proto_weight = w
+            acc = float((classifier.logits(val_emb).argmax(axis=1) == y).mean())
+            best = max(best, (acc, -w))  # ties: the smaller weight
+        classifier.proto_weight = -best[1]
+        classifier.temperature = fit_temperature(classifier.logits(val_emb), y)
+        oos_index = self.index[self.oos_label] if self.oos_label else None
+        classifier.threshold = choose_threshold(
+            classifier.predict_proba(val_emb),
+            y,
+            oos_index,
+            max_in_scope_drop=self.max_in_scope_drop,
+            quantile=self.review_quantile,
+        )
+        self.calibration = {
+            "proto_a": round(classifier.proto_a, 4),
+            "proto_b": round(classifier.proto_b, 4),
+            "proto_weight": classifier.proto_weight,
+            "temperature": classifier.temperature,
+            "threshold": classifier.threshold,
+        }
+        return classifier, val_emb
 
     def evaluate(self, encoder: Encoder, head: nn.Module) -> dict[str, float]:
-        logits = self.predict_logits(encoder, head, self.val_texts)
-        pred = logits.argmax(axis=1)
-        return classification_metrics(self.val_y, pred, n_train=len(self.train_texts))
+        """Calibrate on the validation split, then report its metrics (accuracy, macro-F1, ECE)."""
+        classifier, val_emb = self.calibrate(encoder, head)
+        metrics = intent_metrics(classifier, val_emb, [self.labels[i] for i in self.val_y])
+        return {**metrics, "n_val": len(self.val_y), "n_train": len(self.train_texts), **self.calibration}
 
     def baselines(self, encoder: Encoder) -> dict[str, dict[str, float]]:
         """Frozen encoder + logistic regression on the same train/validation split."""
+        if not self.run_baselines:
+            return {}
         x_train = encoder.encode(self.train_texts, batch_size=self.eval_batch_size)
         x_val = encoder.encode(self.val_texts, batch_size=self.eval_batch_size)
         clf = LogisticRegression(max_iter=2000, C=10.0)
@@ -125,7 +383,51 @@ class IntentTask:
         return {"frozen_encoder_logreg": classification_metrics(self.val_y, pred, n_train=len(self.train_texts))}
 
     def head_config(self) -> dict[str, Any]:
-        return {"type": "intent_classifier", "labels": self.labels}
+        return {
+            "type": "intent_classifier",
+            "labels": self.labels,
+            "oos_label": self.oos_label,
+            "calibration": self.calibration,
+        }
+
+
+def intent_metrics(classifier: IntentClassifier, embeddings: np.ndarray, gold: Sequence[str]) -> dict[str, float]:
+    """Accuracy, macro-F1 and 15-bin ECE of ``classifier``; with an out-of-scope class also
+    in-scope accuracy and out-of-scope recall/precision (the threshold counts as predicting it)."""
+    labels = classifier.all_labels
+    probs = classifier.predict_proba(embeddings)
+    pred = [labels[i] for i in probs.argmax(axis=1)]
+    confidence = probs.max(axis=1)
+    gold = list(gold)
+    metrics = label_metrics(gold, pred, confidence)
+    oos = classifier.oos_label
+    if oos is not None:
+        flagged = classifier.is_out_of_scope(probs)
+        final = [oos if f else p for f, p in zip(flagged, pred, strict=True)]
+        metrics.update(out_of_scope_metrics(gold, final, oos))
+    return metrics
+
+
+def label_metrics(gold: Sequence[str], pred: Sequence[str], confidence: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 (over the gold labels) and ECE for string labels."""
+    correct = np.array([g == p for g, p in zip(gold, pred, strict=True)])
+    return {
+        "accuracy": round(float(correct.mean()), 4),
+        "macro_f1": round(float(f1_score(gold, pred, labels=sorted(set(gold)), average="macro")), 4),
+        "ece": expected_calibration_error(confidence, correct),
+        "n": len(gold),
+    }
+
+
+def out_of_scope_metrics(gold: Sequence[str], final: Sequence[str], oos: str) -> dict[str, float]:
+    """In-scope accuracy (an in-scope message flagged out-of-scope is wrong) and out-of-scope recall/precision."""
+    g, f = np.asarray(gold), np.asarray(final)
+    in_scope, flagged = g != oos, f == oos
+    return {
+        "in_scope_accuracy": round(float((f == g)[in_scope].mean()), 4) if in_scope.any() else 0.0,
+        "oos_recall": round(float(flagged[~in_scope].mean()), 4) if (~in_scope).any() else 0.0,
+        "oos_precision": round(float((~in_scope)[flagged].mean()), 4) if flagged.any() else 0.0,
+    }
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_train: int) -> dict[str, float]:

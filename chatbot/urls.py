@@ -1,3 +1,10 @@
-"""URLs of the chatbot app under /api/v1/; its endpoints arrive with the chatbot issue."""
+"""URLs of the chatbot app, mounted at /api/v1/chat/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from chatbot.views import MessageView, TeachIntentView
+
+urlpatterns = [
+    path("messages", MessageView.as_view(), name="chat-messages"),
+    path("intents", TeachIntentView.as_view(), name="chat-teach-intent"),
+]

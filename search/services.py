@@ -29,12 +29,9 @@ from search.models import JudgedQuery, RelevanceLabel, SearchClick, SearchQueryL
 
 logger = logging.getLogger(__name__)
 
-# Must match the expression indexes of migration 0003 exactly, or PostgreSQL will not use them.
-PRODUCT_TSVECTOR = (
-    "(setweight(to_tsvector('english'::regconfig, p.title), 'A') || "
-    "setweight(to_tsvector('english'::regconfig, p.brand || ' ' || replace(p.category_path, '/', ' ')), 'B') || "
-    "setweight(to_tsvector('english'::regconfig, p.description), 'C'))"
-)
+# The stored generated column of migration 0003 (weighted title > brand, category > description).
+PRODUCT_TSVECTOR = "p.search_tsv"
+# Must match the trigram index of migration 0003 exactly, or PostgreSQL will not use it.
 PRODUCT_TRIGRAM_TEXT = "lower(p.title)"
 
 LEXICAL_K = 100

@@ -1,10 +1,14 @@
 """Live lexical indexes on catalog_product, owned by search (the catalogue's model is not changed).
 
-Expression indexes, so a created or updated product is searchable at once with no sync code:
-- full text: title (weight A) > brand and category (B) > description (C), English stemming;
+PostgreSQL computes them, so a created or updated product is searchable at once with no sync code:
+- full text: a stored generated column ``search_tsv`` (title weight A > brand and category B >
+  description C, English stemming) with a GIN index. Stored, not an expression index, because
+  ranking reads the tsvector of every matching row: recomputing ``to_tsvector`` for each made
+  the lexical leg about 7x slower (median 106-140 ms against 16-18 ms on 40 Home Depot queries).
+  Django's Product model does not list the column, so the ORM never writes it;
 - trigram (pg_trgm) on the lower-cased title, for typo-tolerant matching and suggestions.
-The expressions must stay identical to ``search.services.PRODUCT_TSVECTOR`` / ``PRODUCT_TRIGRAM_TEXT``
-for PostgreSQL to use the indexes (a test checks the plans).
+``PRODUCT_TRIGRAM_TEXT`` in ``search.services`` must stay identical to the trigram index's
+expression for PostgreSQL to use it (a test checks the plans).
 """
 
 from django.db import migrations
@@ -25,7 +29,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL(
-            f"CREATE INDEX IF NOT EXISTS search_product_fts ON catalog_product USING gin ({TSVECTOR})",
+            f"ALTER TABLE catalog_product ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS ({TSVECTOR}) STORED",
+            "ALTER TABLE catalog_product DROP COLUMN IF EXISTS search_tsv",
+        ),
+        migrations.RunSQL(
+            "CREATE INDEX IF NOT EXISTS search_product_fts ON catalog_product USING gin (search_tsv)",
             "DROP INDEX IF EXISTS search_product_fts",
         ),
         migrations.RunSQL(

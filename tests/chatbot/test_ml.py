@@ -1,0 +1,77 @@
+"""The intent model's pieces on synthetic data with known answers, and a tiny fine-tune."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chatbot.ml import (
+    IntentClassifier,
+    IntentTask,
+    choose_threshold,
+    class_prototypes,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
+
+
+def test_expected_calibration_error_of_a_calibrated_and_an_overconfident_model():
+    confidence = np.full(1000, 0.8)
+    correct = np.arange(1000) % 5 != 0  # 80% right at 80% confidence
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.0, abs=1e-9)
+    assert expected_calibration_error(np.full(1000, 0.99), correct) == pytest.approx(0.19, abs=1e-6)
+
+
+def test_temperature_scaling_fixes_overconfident_logits():
+    rng = np.random.default_rng(0)
+    n, c = 4000, 5
+    y = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), y] += 1.5  # Gaussian noise: the true log-posterior is 1.5 x these logits
+    hot = logits * 4  # an overconfident model: 4 / 1.5 times too sharp
+    t = fit_temperature(hot, y)
+    assert t == pytest.approx(4 / 1.5, rel=0.1)
+    before = softmax(hot)
+    after = softmax(hot / t)
+    correct = before.argmax(1) == y
+    assert expected_calibration_error(after.max(1), correct) < expected_calibration_error(before.max(1), correct) / 3
+
+
+def test_threshold_catches_out_of_scope_without_costing_in_scope_accuracy():
+    # in-scope rows are confident, out-of-scope rows are not: a threshold separates them
+    probs = np.vstack([np.tile([0.9, 0.05, 0.05], (90, 1)), np.tile([0.4, 0.35, 0.25], (10, 1))])
+    y = np.array([0] * 90 + [2] * 10)  # label 2 is the out-of-scope class
+    t = choose_threshold(probs, y, 2, max_in_scope_drop=0.0, quantile=0.02)
+    assert 0.4 < t <= 0.9
+
+
+def test_new_intent_joins_as_a_prototype_without_changing_the_known_ones():
+    dim = 8
+    eye = np.eye(dim, dtype=np.float32)
+    head = IntentClassifier(
+        labels=["a", "b"], weight=eye[:2] * 10, bias=np.zeros(2, np.float32), prototypes=eye[:2], proto_a=10.0
+    )
+    extended = head.with_extra(["c"], class_prototypes(eye[[2, 2]], [0, 0], 1))
+    probs = extended.predict_proba(eye[:3])
+    assert extended.all_labels == ["a", "b", "c"]
+    assert list(probs.argmax(1)) == [0, 1, 2]
+
+
+def test_intent_task_fine_tunes_and_calibrates_on_a_tiny_backbone(tiny_model_dir):
+    from backbone.encoder import Encoder
+    from backbone.multitask import MultiTaskTrainer, TrainingConfig
+
+    texts = [f"please {w} my card number {i}" for w in ("block", "activate", "replace") for i in range(12)]
+    labels = [w for w in ("block", "activate", "replace") for _ in range(12)]
+    task = IntentTask((texts, labels), val_fraction=0.25, seed=1)
+    encoder = Encoder.load(tiny_model_dir, device="cpu", max_length=32)
+    result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=2, batch_size=8, lr=1e-3)).fit()
+
+    metrics = result.metrics["intents"]
+    assert {"accuracy", "macro_f1", "ece", "temperature", "threshold"} <= set(metrics)
+    config = task.head_config()
+    assert config["labels"] == ["activate", "block", "replace"] and config["calibration"]["temperature"] > 0
+    classifier = IntentClassifier.from_head(result.heads["intents"], config)
+    assert classifier.predict_proba(encoder.encode(texts[:3])).shape == (3, 3)
+    assert np.allclose(np.linalg.norm(classifier.prototypes, axis=1), 1.0, atol=1e-4)
