@@ -23,7 +23,6 @@ import json
 import os
 import random
 import resource
-import statistics
 import sys
 import time
 from decimal import Decimal
@@ -35,24 +34,6 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench import harness  # noqa: E402
 
 QUERIES = ["cordless drill", "garden hose", "led bulb", "paint roller", "wood screws", "shower head", "", "ladder"]
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 2),
-        "n": len(ordered),
-    }
-
-
-def setup_django(state_dir: str) -> None:
-    os.environ["STATE_DIR"] = state_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("BACKBONE_TORCH_THREADS", "1")
-    import django
-
-    django.setup()
 
 
 def seed_ads(n_ads: int, seed: int) -> str:
@@ -145,9 +126,9 @@ def bench_scoring(slot_name: str, calls: int) -> dict:
     result = {
         "candidates": len(ads),
         "model": version.name,
-        "predict_ctr_with_context_embedding": percentiles(full),
-        "scoring_1000_candidates": percentiles(model_only),
-        "baseline_historical_ctr_query": percentiles(baseline),
+        "predict_ctr_with_context_embedding": harness.percentiles(full),
+        "scoring_1000_candidates": harness.percentiles(model_only),
+        "baseline_historical_ctr_query": harness.percentiles(baseline),
     }
     result["ratio_p50_to_baseline"] = round(
         result["predict_ctr_with_context_embedding"]["p50_ms"] / result["baseline_historical_ctr_query"]["p50_ms"], 2
@@ -182,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
 
     harness.prepare_state(args.state_dir, [], data_dir=str(REPO_ROOT.parent / "shared" / "data"))
-    setup_django(args.state_dir)
+    harness.setup_django(args.state_dir)
     import torch
 
     torch.set_num_threads(1)  # as the web workers run (BACKBONE_TORCH_THREADS=1)

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,24 +43,6 @@ BAD_INPUTS = [
     {"text": "hi", "session": ""},
     {"session": "bad"},
 ]
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 2),
-        "n": len(ordered),
-    }
-
-
-def setup_django(state_dir: str) -> None:
-    os.environ["STATE_DIR"] = state_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("BACKBONE_TORCH_THREADS", "1")
-    import django
-
-    django.setup()
 
 
 def read_messages(n: int, seed: int) -> list[str]:
@@ -92,7 +73,7 @@ def bench_in_process(texts: list[str]) -> dict:
         started = time.perf_counter()
         encoder.encode([text])
         encode_only.append((time.perf_counter() - started) * 1000)
-    result = {"answer_message": percentiles(full), "baseline_encode_only": percentiles(encode_only)}
+    result = {"answer_message": harness.percentiles(full), "baseline_encode_only": harness.percentiles(encode_only)}
     result["ratio_p50_to_baseline"] = round(
         result["answer_message"]["p50_ms"] / result["baseline_encode_only"]["p50_ms"], 2
     )
@@ -130,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
 
     harness.prepare_state(args.state_dir, ["banking77"], data_dir=str(DATA_DIR))
-    setup_django(args.state_dir)
+    harness.setup_django(args.state_dir)
     import torch
 
     written = prepare_prototypes()

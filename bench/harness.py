@@ -141,6 +141,26 @@ def serve(state_dir: str, port: int, workers: int = 2, env: dict[str, str] | Non
         log.close()
 
 
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Median and 99th percentile (milliseconds, as measured) and the count of ``values``."""
+    ordered = sorted(values)
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(_percentile(ordered, 0.99), 2),
+        "n": len(ordered),
+    }
+
+
+def setup_django(state_dir: str) -> None:
+    """Set up Django in this process against ``state_dir`` (for in-process measurements)."""
+    os.environ["STATE_DIR"] = state_dir
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("BACKBONE_TORCH_THREADS", "1")
+    import django
+
+    django.setup()
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.harness import PYTHON, _env, load_test, peak_rss_mb, prepare_state, serve  # noqa: E402
+from bench.harness import PYTHON, _env, load_test, manage, peak_rss_mb, prepare_state, serve  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
@@ -83,15 +83,6 @@ print(json.dumps({"version": version.name, "embeddings": source, "missing_before
 """
 
 
-def manage(state_dir: str, *args: str, env: dict | None = None) -> str:
-    done = subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=REPO_ROOT, env=_env(state_dir, env), capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 def read_queries(path: Path, n: int, seed: int) -> list[str]:
     with open(path, newline="", encoding="utf-8") as fh:
         queries = [row["query"] for row in csv.DictReader(fh)]
@@ -126,7 +117,7 @@ def main() -> None:
     rng = random.Random(5)
 
     def path(query: str, **extra: str) -> str:
-        return "/api/v1/search/?" + urllib.parse.urlencode({"q": query, **extra})
+        return "/api/v1/search?" + urllib.parse.urlencode({"q": query, **extra})
 
     kinds = {
         "plain": [path(q, facets="false") for q in queries],

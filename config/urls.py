@@ -12,7 +12,7 @@ api_v1 = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("catalog.urls")),
     path("", include("backbone.urls")),
-    path("search/", include("search.urls")),
+    path("", include("search.urls")),
     path("recommend/", include("recommend.urls")),
     path("chat/", include("chatbot.urls")),
     path("ads/", include("ads.urls")),

@@ -1,11 +1,11 @@
-"""URLs of the search app, mounted at /api/v1/search/."""
+"""URLs of the search app, mounted at /api/v1/: ``search`` (as the issue names it), ``search/suggest``, ``search/clicks``."""
 
 from django.urls import path
 
 from search import views
 
 urlpatterns = [
-    path("", views.SearchView.as_view(), name="search"),
-    path("suggest", views.SuggestView.as_view(), name="search-suggest"),
-    path("clicks", views.SearchClickView.as_view(), name="search-click"),
+    path("search", views.SearchView.as_view(), name="search"),
+    path("search/suggest", views.SuggestView.as_view(), name="search-suggest"),
+    path("search/clicks", views.SearchClickView.as_view(), name="search-click"),
 ]
