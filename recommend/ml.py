@@ -17,6 +17,7 @@ the next answer without a retrain, and the evaluator and the API use the same co
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 from collections.abc import Sequence
@@ -183,28 +184,28 @@ def top_k_sparse(dense: np.ndarray, k: int) -> sp.csr_matrix:
     return matrix
 
 
-class Recommender:
+class Recommender(abc.ABC):
     """The interface every model follows (like implicit's ``RecommenderBase``)."""
 
     kind: ClassVar[str] = ""
     n_items: int = 0
 
+    @abc.abstractmethod
     def fit(self, train: TrainSet) -> Recommender:
         """Learn from ``train``; return self."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def score(self, histories: Sequence[History]) -> np.ndarray:
         """Return (len(histories), n_items) float32 scores; higher is better; history items are not masked."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def save(self, folder: Path) -> None:
         """Write ``config.json`` and ``arrays.npz`` (no pickle) to ``folder``."""
-        raise NotImplementedError
 
     @classmethod
+    @abc.abstractmethod
     def load(cls, folder: Path) -> Recommender:
         """Read a model written by :meth:`save`."""
-        raise NotImplementedError
 
 
 class PopularityModel(Recommender):
