@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class TrainingConfig:
     weight_decay: float = 0.01
     seed: int = 13
     max_grad_norm: float = 1.0
+    layer_decay: float = 1.0  # layer-wise LR decay: layer i of L gets lr x decay^(L - i); embeddings decay^(L + 1)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class MultiTaskTrainer:
 
         schedule = self._schedule(rng)
         params = [
-            {"params": list(self.encoder.parameters()), "lr": cfg.lr},
+            *encoder_param_groups(self.encoder, cfg.lr, cfg.layer_decay),
             {"params": [p for h in heads.values() for p in h.parameters()], "lr": cfg.head_lr},
         ]
         optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
@@ -186,6 +188,30 @@ class MultiTaskTrainer:
             seconds=round(time.monotonic() - started, 1),
             history=history,
         )
+
+
+LAYER_NAME = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def encoder_param_groups(encoder: nn.Module, lr: float, layer_decay: float = 1.0) -> list[dict[str, Any]]:
+    """Optimizer groups for the encoder: one group at ``lr``, or with ``layer_decay`` < 1 one group
+    per transformer layer with the rate shrinking towards the input (top layer ``lr``, the one below
+    ``lr x decay``, ..., the embeddings lowest); parameters outside layers (pooler) keep ``lr``."""
+    named = [(n, p) for n, p in encoder.named_parameters() if p.requires_grad]
+    if layer_decay >= 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    depth = {n: int(m.group(1)) for n, _ in named if (m := LAYER_NAME.search(n))}
+    top = max(depth.values(), default=-1) + 1
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in named:
+        if name in depth:
+            scale = layer_decay ** (top - depth[name] - 1)
+        elif "embeddings" in name:
+            scale = layer_decay**top
+        else:
+            scale = 1.0
+        groups.setdefault(lr * scale, []).append(param)
+    return [{"params": ps, "lr": group_lr} for group_lr, ps in sorted(groups.items())]
 
 
 def save_head(folder: Path, head: nn.Module, config: dict[str, Any]) -> None:

@@ -49,6 +49,8 @@ DEFAULTS = {
     "batch_size": 32,
     "max_length": 64,
     "label_smoothing": 0.1,
+    "layer_decay": 1.0,
+    "val_fraction": 0.1,
     "new_intents": 5,
     "new_intent_examples": 10,
 }
@@ -97,6 +99,7 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
         train,
         val,
         seed=seed,
+        val_fraction=float(opts["val_fraction"]),
         label_smoothing=float(opts["label_smoothing"]),
         oos_label=oos,
         run_baselines=False,
@@ -119,6 +122,7 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
         batch_size=int(opts["batch_size"]),
         lr=float(opts["lr"]),
         head_lr=float(opts["head_lr"]),
+        layer_decay=float(opts["layer_decay"]),
         seed=seed,
     )
     result = MultiTaskTrainer(encoder, [task], config, progress=lambda f, m: log(f"[{f:.0%}] {m}")).fit()
@@ -140,7 +144,19 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
             "steps_per_second": round(result.steps / max(result.seconds, 1e-9), 3),
             "device": str(encoder.device),
             "torch_threads": torch.get_num_threads(),
-            **{k: opts[k] for k in ("epochs", "lr", "head_lr", "batch_size", "max_length", "label_smoothing")},
+            **{
+                k: opts[k]
+                for k in (
+                    "epochs",
+                    "lr",
+                    "head_lr",
+                    "batch_size",
+                    "max_length",
+                    "label_smoothing",
+                    "layer_decay",
+                    "val_fraction",
+                )
+            },
         },
     }
 

@@ -7,9 +7,16 @@ train folder's labels, and measures the test folder's judged queries.
 
 The project's model (``metrics``) is the serving pipeline of :mod:`search.services` on that
 table: the query is corrected against the catalogue's vocabulary, three PostgreSQL legs
-(full text OR-query ranked by ``ts_rank``, trigram ``word_similarity``, HNSW cosine) give up to
-250 candidates, and a LightGBM lambdarank model (:class:`search.ml.Ranker`) trained on the train
-folder's labels reorders them. Baselines, same run and same index:
+(full text OR-query ranked by ``ts_rank``, trigram ``word_similarity``, HNSW cosine of the
+fine-tuned encoder) give up to 250 candidates, and a LightGBM lambdarank model
+(:class:`search.ml.Ranker`) trained on the train folder's labels reorders them.
+
+The encoder is fine-tuned first, with the ``search`` task of the shared multi-task trainer
+(in-batch and hard negatives, :class:`search.ml.SearchContrastiveTask`) on the train folder's
+judged queries that the ranker does not train on (options ``finetune`` (default true),
+``finetune_epochs`` 1, ``finetune_lr`` 5e-5, ``finetune_batch_size`` 32, ``finetune_max_pairs``
+20000, ``finetune_queries``); the products are then embedded with it. ``components`` reports
+the fine-tuned dense leg alone. Baselines, same run and same index:
 
 - ``bm25_tantivy``: BM25 of the tantivy search engine library (English stemming), OR of the words;
 - ``postgres_fts``: PostgreSQL full text alone (OR of the words, ``ts_rank(tsv, q, 1)``);
@@ -62,6 +69,7 @@ EMBED_BATCH_SIZE = 64
 TABLE = "search_eval_products"  # a TEMPORARY table: private to this session, gone after the evaluation
 WORD = re.compile(r"\w+")
 BASELINES = ("bm25_tantivy", "postgres_fts", "dense_untuned", "rrf")
+DENSE_COLUMNS = ("embedding", "base_embedding")  # fine-tuned encoder, un-tuned encoder
 
 
 class EvaluationInputError(ValueError):
@@ -163,29 +171,33 @@ def embed_cached(encoder: Encoder, model_path: Path, texts: list[str], cache_dir
     return vectors
 
 
-def create_index(cursor, products: dict[str, str], vectors: np.ndarray) -> None:
+def create_index(cursor, products: dict[str, str], vectors: np.ndarray, base_vectors: np.ndarray) -> None:
     """Create and fill the temporary product table with GIN (full text, trigram) and HNSW indexes.
 
-    Call inside a transaction, and drop the table before it ends: on an error the rollback removes it.
+    ``vectors`` are the fine-tuned encoder's (column ``embedding``), ``base_vectors`` the un-tuned
+    one's (column ``base_embedding``, for the dense baseline). Call inside a transaction, and drop
+    the table before it ends: on an error the rollback removes it.
     """
     cursor.execute(
         f"""CREATE TEMPORARY TABLE {TABLE} (
             uid text PRIMARY KEY,
             title text NOT NULL,
             tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', title)) STORED,
-            embedding vector({vectors.shape[1]}) NOT NULL
+            embedding vector({vectors.shape[1]}) NOT NULL,
+            base_embedding vector({base_vectors.shape[1]}) NOT NULL
         )"""
     )
-    with cursor.copy(f"COPY {TABLE} (uid, title, embedding) FROM STDIN") as copy:
-        for (uid, title), vector in zip(products.items(), vectors, strict=True):
-            copy.write_row((uid, title, vector_literal(vector)))
+    with cursor.copy(f"COPY {TABLE} (uid, title, embedding, base_embedding) FROM STDIN") as copy:
+        for (uid, title), vector, base in zip(products.items(), vectors, base_vectors, strict=True):
+            copy.write_row((uid, title, vector_literal(vector), vector_literal(base)))
     # The HNSW build keeps its graph in maintenance_work_mem; 54k x 384 floats need more than the default.
     cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
     cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (tsv)")
     cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (lower(title) gin_trgm_ops)")
-    cursor.execute(
-        f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-    )
+    for column in DENSE_COLUMNS:
+        cursor.execute(
+            f"CREATE INDEX ON {TABLE} USING hnsw ({column} vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
     cursor.execute(f"ANALYZE {TABLE}")
     # ef_search bounds how many rows an HNSW scan returns; it must reach LIMIT 100.
     cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(TOP_K, 100)])
@@ -246,11 +258,13 @@ def search_trigram(cursor, query: str, limit: int = TRIGRAM_K) -> list[str]:
     return [uid for (uid,) in cursor.fetchall()]
 
 
-def search_dense(cursor, vector: np.ndarray, limit: int = TOP_K) -> list[tuple[str, float]]:
-    """Return the ``limit`` (uid, cosine similarity) nearest to ``vector`` (HNSW)."""
+def search_dense(cursor, vector: np.ndarray, limit: int = TOP_K, column: str = "embedding") -> list[tuple[str, float]]:
+    """Return the ``limit`` (uid, cosine similarity) nearest to ``vector`` in ``column`` (HNSW)."""
+    if column not in DENSE_COLUMNS:
+        raise ValueError(f"column must be one of {DENSE_COLUMNS}")
     cursor.execute(
-        f"""SELECT uid, 1 - (embedding <=> %s::vector) FROM {TABLE}
-            ORDER BY embedding <=> %s::vector LIMIT %s""",
+        f"""SELECT uid, 1 - ({column} <=> %s::vector) FROM {TABLE}
+            ORDER BY {column} <=> %s::vector LIMIT %s""",
         [vector_literal(vector)] * 2 + [limit],
     )
     return cursor.fetchall()
@@ -366,7 +380,7 @@ def baseline_rankings(cursor, bm25: TantivyBM25, texts: list[str], vectors: np.n
         zip(texts, vectors, strict=True), total=len(texts), desc="baselines", file=sys.stderr, mininterval=5.0
     ):
         fts = [uid for uid, _ in search_fts(cursor, text)]
-        dense = [uid for uid, _ in search_dense(cursor, vector)]
+        dense = [uid for uid, _ in search_dense(cursor, vector, column="base_embedding")]
         result["bm25_tantivy"].append(bm25.search(text))
         result["postgres_fts"].append(fts)
         result["dense_untuned"].append(dense)
@@ -428,6 +442,61 @@ def typo_ndcg(rankings: Sequence[list[str]], judgements: Sequence[dict[str, floa
     return round(float(np.mean([ndcg_at_k(r, j, NDCG_K) for r, j in zip(rankings, judgements, strict=True)])), 4)
 
 
+def fine_tune(
+    encoder: Encoder,
+    judged: JudgedQueries,
+    ids: list[str],
+    products: dict[str, str],
+    options: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Fine-tune ``encoder`` in place with the ``search`` task of the shared multi-task trainer.
+
+    Trains on the ``ids`` queries' graded labels (in-batch and hard negatives); a tenth of them, at
+    most 100 (seeded), are held out to report the task's judged NDCG@10 before and after.
+    Returns what it did.
+    """
+    from backbone.multitask import MultiTaskTrainer, TrainingConfig
+
+    rng = random.Random(seed)
+    ids = list(ids)
+    rng.shuffle(ids)
+    n_held = min(100, len(ids) // 10)
+    held, fit_ids = ids[:n_held], ids[n_held:]
+
+    def labelled(qids: list[str]) -> list[tuple[str, dict[str, float]]]:
+        return [
+            (judged.texts[q], {products[u]: r for u, r in judged.judgements[q].items() if u in products}) for q in qids
+        ]
+
+    pairs = ml.relevance_pairs(labelled(fit_ids), rng)[: int(options.get("finetune_max_pairs", 20000))]
+    task = ml.SearchContrastiveTask(pairs, [(q, labels) for q, labels in labelled(held) if len(labels) > 1])
+    config = TrainingConfig(
+        epochs=float(options.get("finetune_epochs", 1.0)),
+        batch_size=int(options.get("finetune_batch_size", 32)),
+        lr=float(options.get("finetune_lr", 5e-5)),
+        head_lr=1e-3,
+        seed=seed,
+    )
+    progress = tqdm(total=100, desc="fine-tune", unit="%", file=sys.stderr, mininterval=10.0)
+
+    def report(fraction: float, message: str) -> None:
+        progress.n = round(fraction * 100)
+        progress.set_postfix_str(message[:60], refresh=True)
+
+    result = MultiTaskTrainer(encoder, [task], config, progress=report).fit()
+    progress.close()
+    return {
+        "queries": len(fit_ids),
+        "pairs": len(pairs),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "validation": result.metrics["search"],
+        "validation_untuned": result.baselines["search"]["untuned"],
+        **{k: getattr(config, k) for k in ("epochs", "batch_size", "lr")},
+    }
+
+
 def load_base_encoder() -> tuple[Path, Encoder]:
     """Return (path, encoder) of the un-tuned base encoder (not the active version)."""
     path = base_model_path()
@@ -455,6 +524,12 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
     train_ids = sample_queries(train, options.get("train_queries", 3000), seed)
     if set(train.texts[q].casefold() for q in train_ids) & set(test.texts[q].casefold() for q in test_ids):
         logger.warning("some test query texts also occur in the train folder")
+    # The encoder is fine-tuned on the train queries the ranker does not learn from, so that the
+    # ranker sees the tuned cosine of unseen queries, as it will on the test queries.
+    finetune_ids = [q for q in sorted(train.texts) if q not in set(train_ids)]
+    if options.get("finetune_queries"):
+        finetune_ids = sample_queries(subset(train, finetune_ids), int(options["finetune_queries"]), seed)
+    finetune_judged = subset(train, finetune_ids)
     test, train = subset(test, test_ids), subset(train, train_ids)
     products = select_products(catalogue, [test, train], options.get("limit_products"))
     logger.info(
@@ -472,10 +547,16 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
     train_judgements += [train_judgements[i] for i in typo_train]
     test_judgements = [test.judgements[q] for q in test_ids]
 
-    model_path, encoder = load_base_encoder()
-    product_vectors = embed_cached(encoder, model_path, list(products.values()), options.get("cache_dir"))
+    model_path, base_encoder = load_base_encoder()
+    base_vectors = embed_cached(base_encoder, model_path, list(products.values()), options.get("cache_dir"))
+    _, encoder = load_base_encoder()
+    finetuned = None
+    if options.get("finetune", True) and finetune_ids:
+        finetuned = fine_tune(encoder, finetune_judged, finetune_ids, catalogue, options, seed)
+        logger.info("search fine-tune: %s", finetuned)
+    product_vectors = embed(encoder, list(products.values()), "embed products (fine-tuned)")
     with transaction.atomic(), connection.cursor() as cursor:
-        create_index(cursor, products, product_vectors)
+        create_index(cursor, products, product_vectors, base_vectors)
         lexemes = title_lexemes(cursor)
         index = SearchIndex(
             lexemes=lexemes,
@@ -487,10 +568,11 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
         test_runs = run_queries(cursor, index, test_texts, encoder, "test queries")
         typo_runs = run_queries(cursor, index, typo_texts, encoder, "typo queries")
         bm25 = TantivyBM25(products)
-        clean_vectors = embed(encoder, test_texts, "embed raw test queries")
-        typo_vectors = embed(encoder, typo_texts, "embed raw typo queries")
+        clean_vectors = embed(base_encoder, test_texts, "embed raw test queries")
+        typo_vectors = embed(base_encoder, typo_texts, "embed raw typo queries")
         baselines = baseline_rankings(cursor, bm25, test_texts, clean_vectors)
         typo_baselines = baseline_rankings(cursor, bm25, typo_texts, typo_vectors)
+        tuned_dense = [[uid for uid, _ in search_dense(cursor, v)] for v in embed(encoder, test_texts, "embed tuned")]
         cursor.execute(f"DROP TABLE {TABLE}")
 
     ranker = fit_ranker(train_runs, train_judgements, seed, int(options.get("rounds", 400)))
@@ -501,11 +583,14 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
         baseline_metrics[name] = score_rankings(baselines[name], test_judgements)
         baseline_metrics[name]["typo_ndcg@10"] = typo_ndcg(typo_baselines[name], test_judgements)
     bm25_ndcg = baseline_metrics["bm25_tantivy"][f"ndcg@{NDCG_K}"]
+    components = {"dense_finetuned": score_rankings(tuned_dense, test_judgements)}
     return {
         "n": len(test_ids),
         "n_with_relevant": sum(1 for j in test_judgements if relevant_items(j, RELEVANT_THRESHOLD)),
         "metrics": metrics,
         "baselines": baseline_metrics,
+        "components": components,
+        "fine_tune": finetuned,
         "ratios": {
             "ndcg_vs_bm25": round(metrics[f"ndcg@{NDCG_K}"] / bm25_ndcg, 3) if bm25_ndcg else None,
             "typo_vs_clean": round(metrics["typo_ndcg@10"] / metrics[f"ndcg@{NDCG_K}"], 3)
@@ -514,7 +599,8 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
         },
         "seconds": round(time.monotonic() - started, 1),
         "config": {
-            "model": "corrected query -> postgres full text + trigram + dense (HNSW) candidates -> LightGBM lambdarank",
+            "model": "corrected query -> postgres full text + trigram + fine-tuned dense (HNSW) candidates"
+            " -> LightGBM lambdarank",
             "ranker": {k: v for k, v in ranker.config.items() if k != "params"},
             "feature_importance": ranker.feature_importance(),
             "products_indexed": len(products),

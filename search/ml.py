@@ -357,6 +357,23 @@ class RelevancePair:
     negatives: tuple[str, ...] = ()
 
 
+POSITIVE_RELEVANCE = 2.33  # a product judged at least this relevant to a query is a positive of the fine-tune
+NEGATIVE_RELEVANCE = 1.67  # at most this: a hard negative for the same query
+
+
+def relevance_pairs(judged: Iterable[tuple[str, dict[str, float]]], rng: random.Random) -> list[RelevancePair]:
+    """Contrastive pairs from graded labels, shuffled: for each (query, {product text: relevance}),
+    one pair per positive with one hard negative of the same query (picked with ``rng``) when it has one."""
+    pairs = []
+    for query, labels in judged:
+        negatives = [text for text, relevance in labels.items() if relevance <= NEGATIVE_RELEVANCE]
+        for text, relevance in labels.items():
+            if relevance >= POSITIVE_RELEVANCE:
+                pairs.append(RelevancePair(query, text, (rng.choice(negatives),) if negatives else ()))
+    rng.shuffle(pairs)
+    return pairs
+
+
 class LogitScale:
     """Factory of the search head: a learnable temperature of the contrastive loss."""
 

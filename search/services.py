@@ -601,9 +601,6 @@ def train_ranker(*, max_queries: int = 3000, seed: int = 7) -> Path:
 
 # --- the backbone's training task ------------------------------------------------------------------
 
-POSITIVE_RELEVANCE = 2.33
-NEGATIVE_RELEVANCE = 1.67
-
 
 def build_training_task(parameters: dict[str, Any]) -> ml.SearchContrastiveTask:
     """Build the ``search`` task of a multi-task fine-tune from graded labels and search clicks.
@@ -634,11 +631,7 @@ def build_training_task(parameters: dict[str, Any]) -> ml.SearchContrastiveTask:
     n_valid = min(200, max(1, len(queries) // 20)) if len(queries) > 20 else 0
     validation = [(q, {texts[p]: r for p, r in judged[q].items()}) for q in queries[:n_valid] if len(judged[q]) > 1]
     held_out = set(queries[:n_valid])
-    pairs = []
-    for query in queries[n_valid:]:
-        labels = judged[query]
-        negatives = tuple(texts[p] for p, r in labels.items() if r <= NEGATIVE_RELEVANCE)
-        pairs.extend(ml.RelevancePair(query, texts[p], negatives) for p, r in labels.items() if r >= POSITIVE_RELEVANCE)
+    pairs = ml.relevance_pairs([(q, {texts[p]: r for p, r in judged[q].items()}) for q in queries[n_valid:]], rng)
     for query, product_ids in clicks.items():
         if query not in held_out:
             pairs.extend(ml.RelevancePair(query, texts[p]) for p in product_ids if p in texts)

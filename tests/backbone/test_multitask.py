@@ -7,7 +7,7 @@ import random
 import pytest
 
 from backbone.encoder import Encoder
-from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig, interleave
+from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig, encoder_param_groups, interleave
 from chatbot.ml import IntentTask
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -34,6 +34,25 @@ def test_interleave_scales_batches_by_weight():
     schedule = interleave({"a": [1, 2, 3, 4], "b": [5, 6]}, {"a": 1.0, "b": 2.0}, rng)
     names = [name for name, _ in schedule]
     assert names.count("a") == 4 and names.count("b") == 4
+
+
+def test_layer_decay_gives_lower_layers_smaller_rates(tiny_model_dir):
+    encoder = Encoder.load(tiny_model_dir, device="cpu")
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    assert encoder_param_groups(encoder, 1e-4) == [{"params": params, "lr": 1e-4}]
+    groups = encoder_param_groups(encoder, 1e-4, layer_decay=0.5)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert sorted(rate) == sorted(id(p) for p in params), "every parameter in exactly one group"
+    named = dict(encoder.named_parameters())
+    layers = sorted({int(n.split(".layer.")[1].split(".")[0]) for n in named if ".layer." in n})
+    top, bottom = layers[-1], layers[0]
+    by_name = {n: rate[id(p)] for n, p in named.items()}
+    top_rate = next(r for n, r in by_name.items() if f".layer.{top}." in n)
+    bottom_rate = next(r for n, r in by_name.items() if f".layer.{bottom}." in n)
+    embedding_rate = next(r for n, r in by_name.items() if "embeddings" in n)
+    assert top_rate == pytest.approx(1e-4)
+    assert bottom_rate == pytest.approx(1e-4 * 0.5 ** (top - bottom))
+    assert embedding_rate == pytest.approx(bottom_rate * 0.5)
 
 
 def test_two_tasks_fine_tune_one_shared_encoder(tiny_model_dir):

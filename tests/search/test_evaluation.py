@@ -84,6 +84,8 @@ def test_search_evaluation_finds_real_signal_and_writes_nothing(split: Path, tmp
         "--limit-products", "500",
         "--limit-queries", "50",
         "--set", "train_queries=150",
+        "--set", "finetune_queries=200",
+        "--set", "finetune_max_pairs=96",
         "--json", str(report_file),
     )  # fmt: skip
 
@@ -96,6 +98,11 @@ def test_search_evaluation_finds_real_signal_and_writes_nothing(split: Path, tmp
     for system in SYSTEMS:
         assert report["baselines"][system]["ndcg@10"] > 0.2, system
     assert report["metrics"]["ndcg@10"] > 0.2
+    # the backbone was fine-tuned through the shared trainer on train queries the ranker does not see
+    fine_tune = report["fine_tune"]
+    assert fine_tune["queries"] == 180 and fine_tune["pairs"] == 96 and fine_tune["steps"] == 3
+    assert set(fine_tune["validation"]) == {"judged_ndcg@10", "validation_queries"}
+    assert 0.0 < report["components"]["dense_finetuned"]["ndcg@10"] <= 1.0
     assert report["config"]["test_queries_changed_by_typo"] > 25
     assert report["ratios"]["ndcg_vs_bm25"] > 0
     assert json.loads(report_file.read_text()) == report
