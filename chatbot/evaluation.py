@@ -92,8 +92,6 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
         keep = stratified_sample(test[1], int(opts["limit_queries"]), seed)
         test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
     oos = OUT_OF_SCOPE if dataset == "clinc150" else None
-    if settings.BACKBONE_TORCH_THREADS:
-        torch.set_num_threads(settings.BACKBONE_TORCH_THREADS)
 
     task = IntentTask(
         train,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -110,6 +111,10 @@ class Command(BaseCommand):
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
         run_options = {key: options[key] for key in ("limit_products", "limit_queries", "seed")}
         run_options.update(parse_extra(options["extra"]))
+        if settings.BACKBONE_TORCH_THREADS:  # as the worker does: the machine is shared
+            import torch
+
+            torch.set_num_threads(settings.BACKBONE_TORCH_THREADS)
         started = time.monotonic()
         try:
             result = run_without_writes(
