@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from pgvector.django import VectorField
 
 MONEY = {"max_digits": 12, "decimal_places": 4}
 
@@ -100,6 +101,23 @@ class Ad(models.Model):
     def creative_text(self) -> str:
         """The text the backbone embeds for this ad."""
         return " | ".join(p for p in (self.title, self.text) if p)
+
+
+class AdEmbedding(models.Model):
+    """An ad creative's embedding under one backbone version, with the text it was computed from
+    (a stale row, whose ``text`` differs from the ad's creative text now, is re-embedded when served)."""
+
+    ad = models.ForeignKey(Ad, on_delete=models.CASCADE, related_name="embeddings")
+    version = models.ForeignKey("backbone.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    text = models.TextField()
+    embedding = VectorField(dimensions=384)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["ad", "version"], name="one_ad_embedding_per_version")]
+
+    def __str__(self) -> str:
+        return f"{self.ad_id} @ {self.version_id}"
 
 
 class AdSlot(models.Model):

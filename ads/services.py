@@ -177,7 +177,8 @@ def eligible_ads(*, context: Context, now: datetime) -> list[Ad]:
 class Scorer:
     """The serving pCTR model of this process: the active CtrModelVersion, re-checked every few seconds.
 
-    Ad creative embeddings are computed once per (backbone version, ad, ad update time) and kept.
+    Ad creative embeddings are read (or computed and stored) once per (backbone version, ad, ad
+    update time) and kept.
     """
 
     CHECK_SECONDS = 5.0
@@ -244,11 +245,17 @@ def embed_with_backbone(texts: list[str]) -> tuple[int, np.ndarray]:
 
 
 def _embed_ads(ads: list[Ad], version_id: int, encoder) -> np.ndarray:
-    """Creative embeddings through the per-process cache (call with ``SCORER.lock`` held)."""
+    """Creative embeddings through the per-process cache (call with ``SCORER.lock`` held).
+
+    A cache miss reads the stored embeddings of the version (``ads.embeddings``); only ads
+    without one (or whose creative text changed) are embedded, and then stored for every worker.
+    """
+    from ads.embeddings import creative_vectors
+
     keys = [(version_id, ad.pk, ad.updated_at.timestamp()) for ad in ads]
     missing = [i for i, key in enumerate(keys) if key not in SCORER.ad_vectors]
     if missing:
-        vectors = encoder.encode([ads[i].creative_text for i in missing])
+        vectors = creative_vectors(ads=[ads[i] for i in missing], version_id=version_id, encoder=encoder)
         for i, vector in zip(missing, vectors):
             SCORER.ad_vectors[keys[i]] = vector
     return np.stack([SCORER.ad_vectors[key] for key in keys]) if keys else np.zeros((0, 384), np.float32)

@@ -11,7 +11,8 @@
    in the same run the baseline ``historical_ctr`` (one aggregate query over the served log).
 3. HTTP: gunicorn (2 workers x 4 threads) on that STATE_DIR; ``POST /api/v1/ads/select`` with
    k=3 and varied queries from 8 concurrent keep-alive clients (after a warm-up that loads the
-   model and the creative embeddings in every worker).
+   model in every worker and reads the creative embeddings that step 2 stored for the active
+   backbone version; ``warmup`` reports those first 16 requests).
 
 Prints one JSON object: latencies (p50/p99 ms), the ratio to the baseline, peak resident memory.
 """

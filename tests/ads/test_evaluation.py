@@ -121,3 +121,46 @@ def test_movielens_split_holds_out_the_latest_ratings_and_their_tags(data_dir, t
     assert counts["test_ratings"] == len(held) == 2 * 610
     assert all(int(r["timestamp"]) >= latest_kept[r["userId"]] for r in held)
     assert counts["train_ratings"] + counts["test_ratings"] == 100226
+
+
+def test_a_dev_split_can_be_carved_from_a_split_train_folder(data_dir, tmp_path):
+    def split(source: Path, out: Path) -> dict:
+        stdout = StringIO()
+        call_command(
+            "split_ads_dataset",
+            "movielens_ctr",
+            "--data-dir",
+            str(source),
+            "--out",
+            str(out),
+            "--per-user",
+            "3",
+            stdout=stdout,
+        )
+        return json.loads(stdout.getvalue())
+
+    def ratings(path: Path) -> set[tuple[str, str]]:
+        with open(path) as fh:
+            return {(r["userId"], r["movieId"]) for r in csv.DictReader(fh)}
+
+    outer = split(data_dir / "movielens_latest_small", tmp_path / "outer")
+    inner = split(tmp_path / "outer" / "train", tmp_path / "dev")
+
+    assert inner["train_ratings"] + inner["test_ratings"] == outer["train_ratings"]
+    outer_test = ratings(tmp_path / "outer" / "test" / "ratings.csv")
+    assert not outer_test & ratings(tmp_path / "dev" / "train" / "ratings.csv")
+    assert not outer_test & ratings(tmp_path / "dev" / "test" / "ratings.csv")
+
+
+def test_movie_text_full_adds_genres_and_tags():
+    from ads.evaluation import movie_texts
+
+    movies = [{"movieId": "1", "title": "Toy Story (1995)"}, {"movieId": "2", "title": "Heat (1995)"}]
+    genres = {"1": ["Animation", "Comedy"], "2": []}
+    tags = {"1": ["pixar", "fun"]}
+
+    assert movie_texts(movies, genres, tags, "title")["1"] == "Toy Story (1995)"
+    full = movie_texts(movies, genres, tags, "full")
+    assert full == {"1": "Toy Story (1995). Animation, Comedy. pixar, fun", "2": "Heat (1995)"}
+    with pytest.raises(ValueError, match="movie_text"):
+        movie_texts(movies, genres, tags, "plot")

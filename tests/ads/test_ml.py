@@ -120,3 +120,72 @@ def test_candidate_fast_path_scores_like_full_rows():
     )
 
     np.testing.assert_allclose(fast, full, rtol=1e-5)
+
+
+def test_dcn_cross_layers_learn_the_interaction_without_the_fm_and_mlp_alone():
+    train, val, test = xor_data(6000, 1), xor_data(1500, 2), xor_data(2000, 3)
+    cfg = config()
+    cfg.cross_layers, cfg.hidden = 2, []  # no hidden MLP layer: a linear read-out of the fields + cross network
+
+    model = CtrModel(cfg).fit(train, val)
+
+    assert len(model.nets[0].cross) == 2
+    assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.8
+
+
+def test_dense_features_reach_the_model():
+    def data(n: int, seed: int) -> CtrData:
+        base = xor_data(n, seed)
+        rng = np.random.default_rng(seed + 100)
+        score = rng.normal(size=n)
+        base.labels = (rng.random(n) < 1 / (1 + np.exp(-3 * score))).astype(np.float64)  # only the dense feature
+        base.dense = np.stack([score, rng.normal(size=n)], axis=1).astype(np.float32)
+        return base
+
+    train, val, test = data(4000, 1), data(1000, 2), data(2000, 3)
+    cfg = config()
+    cfg.dense_dim = 2
+
+    model = CtrModel(cfg).fit(train, val)
+
+    assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.8
+    with pytest.raises(ValueError, match="dense features"):
+        model.predict(xor_data(10, 4))  # rows without them
+
+
+def test_seed_ensemble_averages_its_networks_and_survives_a_round_trip(tmp_path):
+    train, val = xor_data(2000, 1, text=True), xor_data(500, 2, text=True)
+    cfg = config(text_slots=1)
+    cfg.seeds = 2
+
+    model = CtrModel(cfg).fit(train, val)
+    inputs, texts, dense = model._tensors(val)
+    each = [model._logits(inputs, texts, dense, nets=[net]) for net in model.nets]
+    model.save(tmp_path / "v1")
+    loaded = CtrModel.load(tmp_path / "v1")
+
+    assert len(model.nets) == len(loaded.nets) == 2
+    assert {h["seed"] for h in model.history} == {cfg.seed, cfg.seed + 1}
+    assert not np.allclose(each[0], each[1])  # different seeds, different networks
+    np.testing.assert_allclose(model.predict_logits(val), (each[0] + each[1]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(val), model.predict(val), rtol=1e-5)
+
+
+def test_lightgbm_keeps_the_setting_with_the_best_validation_loss(caplog):
+    from ads.ml import fit_lightgbm
+
+    train, val, test = xor_data(3000, 1), xor_data(1000, 2), xor_data(1000, 3)
+    specs = CtrModel(config()).specs
+    grid = [
+        {"num_leaves": 2, "min_data_in_leaf": 50},
+        {"num_leaves": 15, "min_data_in_leaf": 20},
+    ]  # a smaller min: the Dataset must allow it
+
+    with caplog.at_level("INFO", logger="ads.ml"):
+        predict = fit_lightgbm(train, val, specs, grid=grid)
+
+    losses = [
+        float(r.getMessage().split("log loss ")[1].split()[0]) for r in caplog.records if "lightgbm" in r.getMessage()
+    ]
+    assert len(losses) == 2 and losses[1] < losses[0]  # stumps cannot see the parity interaction
+    assert ctr_metrics(test.labels, predict(test))["auc"] > 0.75
