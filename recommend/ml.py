@@ -12,7 +12,8 @@ the next answer without a retrain, and the evaluator and the API use the same co
 - ``hybrid`` (the project's model): a blend, tuned on a dev split, of EASE fed a recency-weighted
   history, a sequential item-to-next-item transition model (what was consumed right after the
   customer's latest items, like SASRec's next-item objective but closed form), text-embedding
-  similarity to the latest items (cold items and cold customers), and recent popularity.
+  similarity to the latest items (cold items and cold customers), and recent popularity; optionally
+  item-kNN and a SASRec-style transformer (``recommend/sequential.py``) as further components.
 """
 
 from __future__ import annotations
@@ -480,6 +481,14 @@ class HybridConfig:
     basket_tau: float = 1.0
     w_basket: float = 0.0
     neighbours: int = 0  # keep only this many EASE weights per item when saving for serving (0: all)
+    knn: int = 0  # item-kNN neighbours for the "knn" component (0: off)
+    w_knn: float = 0.0
+    seq: bool = False  # fit the SASRec-style transformer (recommend/sequential.py) for the "seq" component
+    w_seq: float = 0.0
+    seq_epochs: int = 30
+    seq_seconds: float = 150.0  # training time cap of the transformer
+    seq_negatives: int = 0  # 0: full softmax
+    seq_dim: int = 64
 
 
 class HybridModel(Recommender):
@@ -505,6 +514,15 @@ class HybridModel(Recommender):
         if recent_counts is None:
             recent_counts = recent_popularity(train, cfg.pop_days)
         self.popularity = np.log1p(np.asarray(recent_counts, dtype=np.float32))
+        self.knn = ItemKNNModel(cfg.knn).fit(train).similarity if cfg.knn else None
+        self.sequential = None
+        if cfg.seq:
+            from recommend.sequential import SASRecConfig, SASRecModel
+
+            seq_cfg = SASRecConfig(
+                dim=cfg.seq_dim, epochs=cfg.seq_epochs, max_seconds=cfg.seq_seconds, negatives=cfg.seq_negatives
+            )
+            self.sequential = SASRecModel(seq_cfg).fit(train)
         return self
 
     def components(self, histories: Sequence[History]) -> dict[str, np.ndarray]:
@@ -531,6 +549,10 @@ class HybridModel(Recommender):
         if self.basket_ease is not None:
             h_basket = history_matrix(histories, self.n_items, cfg.basket_tau)
             out["basket"] = standardise(np.asarray(h_basket @ self.basket_ease, dtype=np.float32))
+        if self.knn is not None:
+            out["knn"] = standardise(np.asarray((history_matrix(histories, self.n_items) @ self.knn).todense()))
+        if self.sequential is not None:
+            out["seq"] = standardise(self.sequential.score(histories))
         return out
 
     def blend(self, parts: dict[str, np.ndarray], weights: dict[str, float] | None = None) -> np.ndarray:
@@ -542,6 +564,8 @@ class HybridModel(Recommender):
             "content": cfg.w_content,
             "pop": cfg.w_pop,
             "basket": cfg.w_basket,
+            "knn": cfg.w_knn,
+            "seq": cfg.w_seq,
         }
         total = None
         for name, part in parts.items():
@@ -567,7 +591,11 @@ class HybridModel(Recommender):
             arrays["vectors"] = self.vectors
         if self.basket_ease is not None:
             arrays["basket_ease"] = self.basket_ease
+        if self.knn is not None:
+            arrays.update(_sparse_arrays("knn", self.knn))
         _save_arrays(folder, self.kind, {"config": asdict(self.config)}, arrays)
+        if self.sequential is not None:
+            self.sequential.save(folder / "sequential")
 
     @classmethod
     def load(cls, folder: Path) -> HybridModel:
@@ -579,6 +607,12 @@ class HybridModel(Recommender):
         model.transitions = _sparse_from("trans", arrays)
         model.vectors = arrays.get("vectors")
         model.basket_ease = arrays.get("basket_ease")
+        model.knn = _sparse_from("knn", arrays) if "knn_shape" in arrays else None
+        model.sequential = None
+        if (folder / "sequential" / "config.json").exists():
+            from recommend.sequential import SASRecModel
+
+            model.sequential = SASRecModel.load(folder / "sequential")
         model.n_items = len(model.popularity)
         return model
 
@@ -602,6 +636,8 @@ MODELS: dict[str, type[Recommender]] = {
 
 def load_model(folder: Path) -> Recommender:
     """Load any model written by ``save`` (its kind is in ``config.json``)."""
+    import recommend.sequential  # noqa: F401  (registers "sasrec")
+
     kind = json.loads((Path(folder) / "config.json").read_text())["kind"]
     return MODELS[kind].load(Path(folder))
 
@@ -687,16 +723,28 @@ class RankedHybridModel(Recommender):
     """Candidates from the hybrid blend, re-ranked by a LightGBM LambdaRank model over per-candidate features
     (each component's score, popularity all-time and recent, item age, the blend rank, history length).
 
-    The ranker is trained on a leave-last-out split of the train set itself.
+    The ranker is trained on leave-last-out splits of the train set itself: ``rounds`` of them, each
+    holding out one more step back in time (more training groups), and ``bags`` LightGBM rankers on
+    different row samples are averaged (per-row standardised scores).
     """
 
     kind = "ranked_hybrid"
-    FEATURES = ("ease", "trans", "content", "pop", "basket", "blend", "rank", "log_pop", "age", "idle", "hist_len")
+    COMPONENTS = ("ease", "trans", "content", "pop", "basket", "knn", "seq")
+    FEATURES = (*COMPONENTS, "blend", "rank", "log_pop", "age", "idle", "hist_len")
 
-    def __init__(self, config: HybridConfig | None = None, candidates: int = 100, ranker_users: int = 2000):
+    def __init__(
+        self,
+        config: HybridConfig | None = None,
+        candidates: int = 100,
+        ranker_users: int = 2000,
+        rounds: int = 1,
+        bags: int = 1,
+    ):
         self.config = config or HybridConfig()
         self.candidates = candidates
         self.ranker_users = ranker_users
+        self.rounds = rounds  # leave-last-out rounds that make the ranker's training groups
+        self.bags = bags
 
     @staticmethod
     def item_times(train: TrainSet) -> tuple[np.ndarray, np.ndarray, float]:
@@ -727,7 +775,7 @@ class RankedHybridModel(Recommender):
         order = np.argsort(-np.take_along_axis(masked, cand, axis=1), axis=1)
         cand = np.take_along_axis(cand, order, axis=1)
         cols = []
-        for name in ("ease", "trans", "content", "pop", "basket"):
+        for name in self.COMPONENTS:
             part = parts.get(name)
             cols.append(np.take_along_axis(part, cand, axis=1) if part is not None else np.zeros(cand.shape))
         cols.append(np.take_along_axis(blend, cand, axis=1))
@@ -743,34 +791,43 @@ class RankedHybridModel(Recommender):
     def fit(self, train: TrainSet, seed: int = 7) -> RankedHybridModel:
         import lightgbm as lgb
 
-        inner, histories, targets = leave_last_out(train, self.ranker_users, seed)
-        inner_hybrid = HybridModel(self.config).fit(inner)
-        times = self.item_times(inner)
         xs, ys = [], []
-        for start in range(0, len(histories), 256):
-            batch = histories[start : start + 256]
-            cand, feats, _ = self._features(inner_hybrid, batch, times)
-            labels = np.asarray(
-                [[c in targets[start + b] for c in row] for b, row in enumerate(cand)], dtype=np.float32
-            )
-            xs.append(feats)
-            ys.append(labels.reshape(-1))
+        current = train
+        for round_ in range(self.rounds):  # round r holds out another step, further back in time
+            inner, histories, targets = leave_last_out(current, self.ranker_users, seed + round_)
+            inner_hybrid = HybridModel(self.config).fit(inner)
+            times = self.item_times(inner)
+            for start in range(0, len(histories), 256):
+                batch = histories[start : start + 256]
+                cand, feats, _ = self._features(inner_hybrid, batch, times)
+                labels = np.asarray(
+                    [[c in targets[start + b] for c in row] for b, row in enumerate(cand)], dtype=np.float32
+                )
+                xs.append(feats)
+                ys.append(labels.reshape(-1))
+            current = inner
         x, y = np.concatenate(xs), np.concatenate(ys)
         n = min(self.candidates, train.n_items)
         groups = np.full(len(y) // n, n)
-        self.ranker = lgb.LGBMRanker(
-            n_estimators=200,
-            learning_rate=0.05,
-            num_leaves=31,
-            min_child_samples=50,
-            subsample=0.8,
-            subsample_freq=1,
-            colsample_bytree=0.8,
-            n_jobs=1,
-            random_state=seed,
-            verbose=-1,
-        ).fit(x, y, group=groups)
-        self.booster = self.ranker.booster_
+        # ``bags`` rankers on different row samples, averaged: the leave-last-out groups are few
+        # (about 1,000 customers on the Online Retail dev split), so one ranker is noisy.
+        self.boosters = [
+            lgb.LGBMRanker(
+                n_estimators=200,
+                learning_rate=0.05,
+                num_leaves=31,
+                min_child_samples=50,
+                subsample=0.8,
+                subsample_freq=1,
+                colsample_bytree=0.8,
+                n_jobs=1,
+                random_state=seed + bag,
+                verbose=-1,
+            )
+            .fit(x, y, group=groups)
+            .booster_
+            for bag in range(self.bags)
+        ]
         self.hybrid = HybridModel(self.config).fit(train)
         self.times = self.item_times(train)
         self.n_items = train.n_items
@@ -778,7 +835,9 @@ class RankedHybridModel(Recommender):
 
     def score(self, histories: Sequence[History]) -> np.ndarray:
         cand, feats, blend = self._features(self.hybrid, histories, self.times)
-        pred = self.booster.predict(feats, num_threads=1).reshape(cand.shape)
+        pred = np.zeros(cand.shape, dtype=np.float64)
+        for booster in self.boosters:
+            pred += standardise(booster.predict(feats, num_threads=1).reshape(cand.shape))
         # Candidates above everything else, in the ranker's order; the rest keep the blend's order.
         out = blend - blend.max(axis=1, keepdims=True) - 1.0
         pred = pred - pred.min(axis=1, keepdims=True)
@@ -788,12 +847,13 @@ class RankedHybridModel(Recommender):
     def save(self, folder: Path) -> None:
         self.hybrid.save(folder / "hybrid")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "ranker.txt").write_text(self.booster.model_to_string())
+        for bag, booster in enumerate(self.boosters):
+            (folder / ("ranker.txt" if bag == 0 else f"ranker-{bag}.txt")).write_text(booster.model_to_string())
         first, last, newest = self.times
         _save_arrays(
             folder,
             self.kind,
-            {"candidates": self.candidates, "ranker_users": self.ranker_users, "newest": newest},
+            {"candidates": self.candidates, "ranker_users": self.ranker_users, "rounds": self.rounds, "newest": newest},
             {"first": first, "last": last},
         )
 
@@ -802,10 +862,14 @@ class RankedHybridModel(Recommender):
         import lightgbm as lgb
 
         config, arrays = _load_arrays(folder)
-        model = cls(candidates=config["candidates"], ranker_users=config["ranker_users"])
+        model = cls(
+            candidates=config["candidates"], ranker_users=config["ranker_users"], rounds=config.get("rounds", 1)
+        )
         model.hybrid = HybridModel.load(folder / "hybrid")
         model.config = model.hybrid.config
-        model.booster = lgb.Booster(model_str=(folder / "ranker.txt").read_text())
+        files = sorted(folder.glob("ranker-*.txt"), key=lambda f: int(f.stem.split("-")[1]))
+        model.boosters = [lgb.Booster(model_str=f.read_text()) for f in [folder / "ranker.txt", *files]]
+        model.bags = len(model.boosters)
         model.times = (arrays["first"], arrays["last"], float(config["newest"]))
         model.n_items = model.hybrid.n_items
         return model

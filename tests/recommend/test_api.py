@@ -135,6 +135,64 @@ def test_malformed_and_duplicate_events_are_never_double_counted(storefront_clie
     assert for_you(storefront_client, "c0").status_code == 200
 
 
+def test_a_1000_event_batch_takes_a_few_queries_counts_once_and_is_reflected_at_once(
+    storefront_client, trained, django_assert_max_num_queries
+):
+    """Ingestion does a fixed number of statements whatever the batch size (auth, SKUs, customers, events)."""
+    events = [
+        {
+            "client_event_id": f"bulk-{i}",
+            "customer": "bulk-new" if i < 10 else f"bulk-other-{i % 40}",
+            "product": f"SEED-{i % 10}" if i < 10 else f"SAW-{i % 10}",
+            "type": "view",
+            "timestamp": (T0 + timedelta(days=500, seconds=i)).isoformat(),
+        }
+        for i in range(1000)
+    ]
+    url = reverse("event-ingest")
+    with django_assert_max_num_queries(8):
+        first = storefront_client.post(url, {"events": events}, format="json")
+    assert first.status_code == 201 and first.json() == {"received": 1000, "created": 1000, "duplicates": 0}
+    again = storefront_client.post(
+        url, {"events": events[:500] + [{**events[0], "client_event_id": "bulk-x"}]}, format="json"
+    )
+    assert again.json() == {"received": 501, "created": 1, "duplicates": 500}
+    assert Event.objects.filter(client_event_id__startswith="bulk-").count() == 1001
+    body = for_you(storefront_client, "bulk-new", k=5).json()
+    assert body["fallback"] is None
+    assert any(item["reason"].startswith("because you viewed Seed") for item in body["items"])
+
+
+def test_each_malformed_event_is_named_by_position_and_nothing_is_stored(storefront_client, trained):
+    good = {
+        "client_event_id": "m-0",
+        "customer": "c0",
+        "product": "SAW-1",
+        "type": "view",
+        "timestamp": "2024-06-01T00:00:00Z",
+    }
+    batch = [
+        good,
+        {**good, "client_event_id": "m-1", "timestamp": "yesterday"},
+        {**good, "client_event_id": "m-2", "value": "lots"},
+        {**good, "client_event_id": "m-3", "customer": "x" * 200},
+        "not an event",
+        {k: v for k, v in good.items() if k != "product"} | {"client_event_id": "m-5"},
+        {**good, "client_event_id": ""},
+    ]
+    response = storefront_client.post(reverse("event-ingest"), {"events": batch}, format="json")
+    assert response.status_code == 400
+    errors = response.json()["events"]
+    assert set(errors) == {"1", "2", "3", "4", "5", "6"}
+    assert "timestamp" in errors["1"] and "value" in errors["2"] and "customer" in errors["3"]
+    assert "product" in errors["5"] and "client_event_id" in errors["6"]
+    assert not Event.objects.filter(client_event_id__startswith="m-").exists()
+    naive = {**good, "client_event_id": "m-naive", "timestamp": "2024-06-01T10:00:00", "value": "2.5"}
+    assert storefront_client.post(reverse("event-ingest"), {"events": [naive]}, format="json").status_code == 201
+    stored = Event.objects.get(client_event_id="m-naive")
+    assert stored.value == 2.5 and stored.timestamp.utcoffset() is not None
+
+
 def test_training_task_run_twice_trains_once(shop, django_capture_on_commit_callbacks):
     from recommend.tasks import train
 

@@ -22,6 +22,7 @@ from recommend.ml import (
     TrainSet,
     load_model,
 )
+from recommend.sequential import SASRecConfig, SASRecModel, sequence, text_projection
 
 N_ITEMS = 20
 
@@ -49,7 +50,11 @@ def build(kind: str):
         "content": ContentModel,
         "hybrid": lambda: HybridModel(HybridConfig(l2=10.0, w_basket=0.5)),
         "ranked_hybrid": lambda: RankedHybridModel(HybridConfig(l2=10.0), candidates=8),
+        "sasrec": lambda: SASRecModel(SMALL_SASREC),
     }[kind]()
+
+
+SMALL_SASREC = SASRecConfig(dim=16, layers=1, heads=2, max_len=8, dropout=0.2, lr=5e-3, batch=16, epochs=40)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -64,7 +69,7 @@ def test_every_model_scores_the_same_after_save_and_load(kind: str, tmp_path: Pa
     np.testing.assert_allclose(again.score(histories), before, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["item_knn", "ease", "als", "content", "hybrid", "ranked_hybrid"])
+@pytest.mark.parametrize("kind", ["item_knn", "ease", "als", "content", "hybrid", "ranked_hybrid", "sasrec"])
 def test_personalised_models_recommend_the_customers_own_group(kind: str):
     model = build(kind).fit(two_groups())
     scores = model.score([History.from_events([11, 12, 13], [0, 1, 2])])[0]
@@ -108,3 +113,45 @@ def test_a_basket_target_counts_every_hit_and_its_ideal():
     result = metrics.result()
     assert result["recall@2"] == 0.5
     assert result["ndcg@2"] == pytest.approx(1.0 / (1 + 1 / np.log2(3)), abs=1e-4)
+
+
+def test_sasrec_sequences_keep_each_item_at_its_newest_occurrence():
+    h = History.from_events([3, 4, 3, 5], [1.0, 2.0, 3.0, 4.0])
+    assert sequence(h).tolist() == [4, 3, 5]
+    assert sequence(History.from_events([], [])).tolist() == []
+
+
+def test_sasrec_item_embeddings_start_from_the_text_embeddings():
+    train = two_groups()
+    init = text_projection(train.item_vectors, N_ITEMS, 4, np.random.default_rng(0))
+    same = np.corrcoef(init[0], init[1])[0, 1]
+    across = np.corrcoef(init[0], init[15])[0, 1]
+    assert same > 0.9 and across < 0.0
+    untrained = SASRecModel(SASRecConfig(dim=4, layers=1, heads=1, max_len=8, epochs=0)).fit(train)
+    emb = untrained.net.items.weight.detach().numpy()[1:]
+    np.testing.assert_allclose(emb, init, rtol=1e-6)
+
+
+def test_sasrec_learns_what_comes_next_in_a_sequence():
+    """Customers walk stretches of the chain 0 -> 1 -> ... -> 9; after 2, 3, 4 the next item is 5."""
+    rng = np.random.default_rng(0)
+    histories = []
+    for _ in range(60):
+        start = int(rng.integers(0, 6))
+        stop = int(rng.integers(start + 3, 11))
+        histories.append(History.from_events(list(range(start, stop)), list(range(stop - start))))
+    train = TrainSet(items=[f"i{i}" for i in range(N_ITEMS)], histories=histories)
+    model = SASRecModel(SMALL_SASREC).fit(train)
+    scores = model.score([History.from_events([2, 3, 4], [0, 1, 2])])[0]
+    assert int(np.argmax(scores)) == 5
+
+
+def test_hybrid_with_the_transformer_and_knn_round_trips(tmp_path: Path):
+    config = HybridConfig(l2=10.0, knn=5, w_knn=0.5, seq=True, w_seq=0.5, seq_epochs=3, seq_dim=8)
+    model = HybridModel(config).fit(two_groups())
+    histories = [History.from_events([0, 1, 2], [0, 1, 2])]
+    before = model.components(histories)
+    assert {"seq", "knn"} <= set(before)
+    model.save(tmp_path / "h")
+    again = load_model(tmp_path / "h")
+    np.testing.assert_allclose(again.score(histories), model.score(histories), rtol=1e-5, atol=1e-5)
