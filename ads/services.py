@@ -438,7 +438,7 @@ def start_ctr_training(*, parameters: dict[str, Any] | None = None) -> CtrModelV
 def _enqueue_training(version_id: int) -> None:
     from ads.tasks import train_ctr
 
-    train_ctr.apply_async(args=[version_id], queue="training")
+    train_ctr.delay(version_id)
 
 
 def training_data(*, limit: int | None = None) -> tuple[CtrData, list[datetime]]:

@@ -136,7 +136,11 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"backbone.run_training_job": {"queue": "training"}}
+# Training jobs go to their own queue (a worker with one process, so they never run two at once).
+CELERY_TASK_ROUTES = {
+    name: {"queue": "training"}
+    for name in ("backbone.run_training_job", "recommend.train", "ads.train_ctr", "search.train_ranker")
+}
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600 - 60)
 CELERY_TASK_ACKS_LATE = True

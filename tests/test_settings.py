@@ -42,3 +42,20 @@ def test_every_variable_read_is_listed_in_env_example():
     listed = set(re.findall(r"^([A-Z_]+)=", (ROOT / "platform" / ".env.example").read_text(), re.MULTILINE))
     assert read, "the patterns found no variables"
     assert read - listed == set()
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [
+        ("backbone.run_training_job", "training"),
+        ("recommend.train", "training"),
+        ("ads.train_ctr", "training"),
+        ("search.train_ranker", "training"),
+        ("catalog.embed_products", "default"),
+        ("backbone.embed_version", "default"),
+    ],
+)
+def test_training_tasks_are_routed_to_the_training_queue(task, queue):
+    from config.celery import app
+
+    assert app.amqp.router.route({}, task)["queue"].name == queue
