@@ -42,15 +42,18 @@ from chatbot.ml import (
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN = {"banking77": "category", "clinc150": "intent"}
+# Picked on a dev split carved from the train side (split_intents on OUT/train; 6,405 rows, 1,600
+# dev-test rows), never on the reported test: 3 epochs with 10% validation 0.9169; 6 epochs with
+# 5% validation 0.9219 (kept); 5 epochs, lr 1e-4, layer decay 0.8, 5% validation 0.9194.
 DEFAULTS = {
-    "epochs": 3.0,
+    "epochs": 6.0,
     "lr": 8e-5,
     "head_lr": 3e-3,
     "batch_size": 32,
     "max_length": 64,
     "label_smoothing": 0.1,
     "layer_decay": 1.0,
-    "val_fraction": 0.1,
+    "val_fraction": 0.05,
     "new_intents": 5,
     "new_intent_examples": 10,
 }
