@@ -73,6 +73,21 @@ def ensure_base_version() -> ModelVersion:
     return version
 
 
+def ensure_migrated() -> None:
+    """Raise ValueError when the database lacks migrations (pgvector, pg_trgm, tables): for
+    evaluators that index into PostgreSQL, so that they fail before training, not after."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if pending:
+        raise ValueError(
+            f"the database has {len(pending)} unapplied migrations (first: {pending[0][0]}); "
+            "run `python manage.py migrate` first"
+        )
+
+
 def get_active_version() -> ModelVersion:
     """Return the serving version (the base one on a fresh install)."""
     version = ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE).first()

@@ -52,7 +52,7 @@ from django.db import connection, transaction
 from tqdm import tqdm
 
 from backbone.encoder import Encoder
-from backbone.services import base_model_path
+from backbone.services import base_model_path, ensure_migrated
 from catalog.importers import DatasetError, ImportOptions, read_csv
 from search import ml
 from search.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
@@ -513,6 +513,7 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
     """
     if dataset not in DATASETS:
         raise EvaluationInputError(f"search evaluation supports {DATASETS}, not {dataset!r}")
+    ensure_migrated()  # the index needs pgvector and pg_trgm: fail now, not after the fine-tune
     started = time.monotonic()
     seed = int(options.get("seed", 7))
     catalogue = load_catalogue(Path(train_dir))

@@ -55,13 +55,3 @@ def test_evaluator_writes_are_rolled_back(tmp_path, echo_evaluator):
 def test_set_without_equals_sign_is_a_command_error(tmp_path, echo_evaluator):
     with pytest.raises(CommandError, match="--set expects KEY=VALUE"):
         run_evaluate(tmp_path, "--set", "epochs")
-
-
-@pytest.mark.django_db
-def test_unmigrated_database_is_a_command_error_before_any_training(tmp_path, echo_evaluator, monkeypatch):
-    from backbone.management.commands import evaluate
-
-    monkeypatch.setattr(evaluate.MigrationExecutor, "migration_plan", lambda self, targets: [("catalog.0009_x", False)])
-    with pytest.raises(CommandError, match="1 unapplied migrations .*run `python manage.py migrate` first"):
-        run_evaluate(tmp_path)
-    assert not Product.objects.filter(sku="written-by-evaluator").exists()

@@ -148,3 +148,13 @@ def test_fusion_ranks_items_found_by_both_systems_first():
 def test_full_text_query_ors_the_words_and_drops_punctuation():
     assert or_tsquery_text("1/2 in. x 8 ft. pine's!") == "1 | 2 | in | x | 8 | ft | pine | s"
     assert or_tsquery_text("&|!()") == ""
+
+
+def test_unmigrated_database_is_a_command_error_before_any_training(split: Path, monkeypatch):
+    from django.db.migrations.executor import MigrationExecutor
+
+    monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("catalog.0009_x", False)])
+    with pytest.raises(CommandError, match="1 unapplied migrations .*run `python manage.py migrate` first"):
+        evaluate(
+            "search", "--dataset", "homedepot", "--train-dir", str(split / "train"), "--test-dir", str(split / "test")
+        )

@@ -21,8 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
-from django.db.migrations.executor import MigrationExecutor
+from django.db import transaction
 
 from backbone import registry
 
@@ -80,17 +79,6 @@ def build_report(task: str, dataset: str, result: dict[str, Any]) -> dict[str, A
     return {"task": task, "dataset": dataset, **result}
 
 
-def check_migrated() -> None:
-    """Fail fast, before any training, when the database lacks migrations (pgvector, pg_trgm, tables)."""
-    executor = MigrationExecutor(connection)
-    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    if pending:
-        raise CommandError(
-            f"the database has {len(pending)} unapplied migrations (first: {pending[0][0]}); "
-            "run `python manage.py migrate` first"
-        )
-
-
 class Command(BaseCommand):
     help = "Train on one folder, measure on another; print the model's and the baselines' metrics as one JSON object."
 
@@ -118,7 +106,6 @@ class Command(BaseCommand):
         evaluator = find_evaluator(task, dataset)
         check_folder("--train-dir", train_dir)
         check_folder("--test-dir", test_dir)
-        check_migrated()
         for flag in ("limit_products", "limit_queries"):
             if options[flag] is not None and options[flag] < 1:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
