@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from backbone import services as backbone_services
 from backbone.models import ModelVersion, TrainingJob
-from chatbot.ml import IntentClassifier, IntentTask, class_prototypes, stratified_sample
+from chatbot.ml import RECIPE, IntentClassifier, IntentTask, class_prototypes, stratified_sample
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ _REFRESH_ASKED: set[int] = set()
 def build_intent_task(parameters: dict[str, Any]) -> IntentTask:
     """Build the intent task from stored examples (optionally one ``intent_dataset``).
 
-    Uses stored ``val`` examples as validation when there are any, else carves 10% of train.
+    Uses stored ``val`` examples as validation when there are any, else carves a share of train
+    (``RECIPE["val_fraction"]``).
     ``max_examples`` caps the training examples (stratified). Out-of-scope examples, where the
     dataset has them, train an out-of-scope class that the threshold complements.
     """
@@ -67,7 +68,7 @@ def build_intent_task(parameters: dict[str, Any]) -> IntentTask:
         val if use_val else None,
         seed=seed,
         oos_label=oos_label,
-        label_smoothing=float(parameters.get("label_smoothing", 0.1)),
+        **{k: float(parameters.get(k, RECIPE[k])) for k in ("val_fraction", "label_smoothing", "lexical_weight")},
     )
 
 
@@ -76,7 +77,8 @@ def start_intent_training(*, dataset: str = "", parameters: dict[str, Any] | Non
 
     Side effects: a TrainingJob row and a Celery message on the training queue (on commit).
     """
-    params = {"epochs": 3, "lr": 8e-5, "head_lr": 3e-3, "activate": True, **(parameters or {})}
+    recipe = {k: RECIPE[k] for k in ("epochs", "lr", "head_lr", "batch_size")}
+    params = {**recipe, "activate": True, **(parameters or {})}
     if dataset:
         params["intent_dataset"] = dataset
     return backbone_services.start_training_job(tasks=["intents"], parameters=params, user=user)
@@ -228,7 +230,7 @@ def classify_texts(texts: list[str]) -> tuple[ModelVersion, IntentClassifier | N
     classifier = classifier_for(version)
     if classifier is None:
         return version, None, None
-    return version, classifier, classifier.predict_proba(encoder.encode(texts))
+    return version, classifier, classifier.predict_proba(encoder.encode(texts), texts)
 
 
 def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:

@@ -24,7 +24,7 @@ def colour_task(name: str, seed: int) -> IntentTask:
         rng.shuffle(words)
         texts.append(" ".join(words))
         labels.append(colour)
-    task = IntentTask((texts, labels), seed=seed)
+    task = IntentTask((texts, labels), seed=seed, lexical_weight=0.0)  # the encoder must learn it, not TF-IDF
     task.name = name
     return task
 

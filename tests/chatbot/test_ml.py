@@ -8,6 +8,7 @@ import pytest
 from chatbot.ml import (
     IntentClassifier,
     IntentTask,
+    LexicalModel,
     choose_threshold,
     class_prototypes,
     expected_calibration_error,
@@ -58,6 +59,38 @@ def test_new_intent_joins_as_a_prototype_without_changing_the_known_ones():
     assert list(probs.argmax(1)) == [0, 1, 2]
 
 
+def test_lexical_model_learns_wording_and_survives_saving():
+    texts = [f"{w} please {i}" for w in ("pin", "sepa", "refund") for i in range(6)]
+    y = [k for k in range(3) for _ in range(6)]
+    model = LexicalModel.fit(texts, y, n_labels=4)  # label 3 only in validation: never predicted
+
+    probe = ["my pin", "a sepa transfer", "refund it"]
+    log_p = model.log_proba(probe)
+    assert list(log_p.argmax(1)) == [0, 1, 2]
+    assert np.allclose(np.exp(log_p).sum(1), 1.0) and (log_p[:, 3] < -20).all()
+    again = LexicalModel.from_saved(model.arrays(), model.vocabularies)
+    assert np.allclose(again.log_proba(probe), log_p)
+    assert list(model.subset([2, 1]).log_proba(probe[1:]).argmax(1)) == [1, 0]
+    assert LexicalModel.fit(texts[:6], [0] * 6, n_labels=1) is None
+
+
+def test_a_lexical_classifier_refuses_embeddings_without_their_texts():
+    eye = np.eye(4, dtype=np.float32)
+    lexical = LexicalModel.fit(["pin code", "pin lost", "sepa in", "sepa out"], [0, 0, 1, 1], n_labels=2)
+    classifier = IntentClassifier(
+        labels=["a", "b"],
+        weight=np.zeros((2, 4), np.float32),
+        bias=np.zeros(2, np.float32),
+        prototypes=eye[:2],
+        lexical=lexical,
+        lexical_weight=1.0,
+    )
+    with pytest.raises(ValueError, match="texts"):
+        classifier.predict_proba(eye[:2])
+    # the head is indifferent (zero weights): the wording decides
+    assert list(classifier.predict_proba(eye[:2], ["sepa", "pin"]).argmax(1)) == [1, 0]
+
+
 def test_intent_task_fine_tunes_and_calibrates_on_a_tiny_backbone(tiny_model_dir):
     from backbone.encoder import Encoder
     from backbone.multitask import MultiTaskTrainer, TrainingConfig
@@ -72,6 +105,8 @@ def test_intent_task_fine_tunes_and_calibrates_on_a_tiny_backbone(tiny_model_dir
     assert {"accuracy", "macro_f1", "ece", "temperature", "threshold"} <= set(metrics)
     config = task.head_config()
     assert config["labels"] == ["activate", "block", "replace"] and config["calibration"]["temperature"] > 0
+    assert config["lexical"]["weight"] > 0 and config["lexical"]["vocabularies"]["word"]
     classifier = IntentClassifier.from_head(result.heads["intents"], config)
-    assert classifier.predict_proba(encoder.encode(texts[:3])).shape == (3, 3)
+    assert classifier.lexical is not None
+    assert classifier.predict_proba(encoder.encode(texts[:3]), texts[:3]).shape == (3, 3)
     assert np.allclose(np.linalg.norm(classifier.prototypes, axis=1), 1.0, atol=1e-4)
