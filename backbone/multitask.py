@@ -69,6 +69,9 @@ class TrainingConfig:
     seed: int = 13
     max_grad_norm: float = 1.0
     layer_decay: float = 1.0  # layer-wise LR decay: layer i of L gets lr x decay^(L - i); embeddings decay^(L + 1)
+    # keep the token embedding matrix (half of MiniLM's weights) as it is: AdamW then skips it,
+    # which makes a step about a fifth faster on CPU
+    freeze_word_embeddings: bool = False
 
 
 @dataclass
@@ -139,6 +142,11 @@ class MultiTaskTrainer:
         heads = {name: task.build_head(self.encoder.dim).to(device) for name, task in self.tasks.items()}
 
         schedule = self._schedule(rng)
+        frozen = [
+            p for n, p in self.encoder.named_parameters() if cfg.freeze_word_embeddings and "word_embeddings" in n
+        ]
+        for param in frozen:
+            param.requires_grad_(False)
         params = [
             *encoder_param_groups(self.encoder, cfg.lr, cfg.layer_decay),
             {"params": [p for h in heads.values() for p in h.parameters()], "lr": cfg.head_lr},
@@ -174,6 +182,8 @@ class MultiTaskTrainer:
                 losses = ", ".join(f"{k} loss {v:.3f}" for k, v in running.items())
                 self.progress(0.05 + 0.9 * (step + 1) / len(schedule), f"step {step + 1}/{len(schedule)}: {losses}")
 
+        for param in frozen:
+            param.requires_grad_(True)
         self.encoder.eval()
         metrics: dict[str, dict[str, float]] = {}
         for name, task in self.tasks.items():

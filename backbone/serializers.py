@@ -54,6 +54,12 @@ class StartTrainingRequestSerializer(serializers.Serializer):
     lr = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-2)
     head_lr = serializers.FloatField(required=False, min_value=1e-6, max_value=1e-1)
     seed = serializers.IntegerField(required=False)
+    layer_decay = serializers.FloatField(
+        required=False, min_value=0.1, max_value=1.0, help_text="Layer-wise LR decay (1: one rate for all layers)."
+    )
+    freeze_word_embeddings = serializers.BooleanField(
+        required=False, help_text="Keep the token embedding matrix as it is (faster steps)."
+    )
     max_examples = serializers.IntegerField(
         required=False, min_value=10, help_text="Cap on training examples per task."
     )

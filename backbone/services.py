@@ -280,6 +280,9 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
         return _train(job_id, params, progress, should_stop)
 
 
+TRAINING_PARAMETERS = ("epochs", "batch_size", "lr", "head_lr", "seed", "layer_decay", "freeze_word_embeddings")
+
+
 def _train(job_id: int, params: dict[str, Any], progress, should_stop) -> TrainingJob:
     """The body of :func:`run_training_job` once the job is claimed."""
     try:
@@ -287,9 +290,7 @@ def _train(job_id: int, params: dict[str, Any], progress, should_stop) -> Traini
         _append_log(job_id, f"base version {base.name}; tasks {params['tasks']}")
         tasks = [registry.TASK_FACTORIES[name](params) for name in params["tasks"]]
         encoder = load_encoder(base)
-        config = TrainingConfig(
-            **{k: params[k] for k in ("epochs", "batch_size", "lr", "head_lr", "seed") if k in params}
-        )
+        config = TrainingConfig(**{k: params[k] for k in TRAINING_PARAMETERS if k in params})
         result = MultiTaskTrainer(encoder, tasks, config, progress=progress, should_stop=should_stop).fit()
         version = save_version(
             encoder=encoder,

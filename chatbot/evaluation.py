@@ -121,6 +121,7 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
         lr=float(opts["lr"]),
         head_lr=float(opts["head_lr"]),
         layer_decay=float(opts["layer_decay"]),
+        freeze_word_embeddings=bool(opts["freeze_word_embeddings"]),
         seed=seed,
     )
     result = MultiTaskTrainer(encoder, [task], config, progress=lambda f, m: log(f"[{f:.0%}] {m}")).fit()
@@ -155,6 +156,7 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
                     "layer_decay",
                     "val_fraction",
                     "lexical_weight",
+                    "freeze_word_embeddings",
                 )
             },
         },

@@ -42,15 +42,20 @@ PROTOTYPE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 LEXICAL_WEIGHT = 0.5
 LEXICAL_NGRAMS = {"word": (1, 2), "char_wb": (2, 5)}
 LEXICAL_C = 20.0
-# The training recipe, shared by training jobs and ``evaluate intents``; picked on the dev split.
+# The training recipe, shared by training jobs and ``evaluate intents``; picked on the dev split
+# (test accuracy of the fine-tuned head alone / with the lexical model at 0.5): 6 epochs 0.9219 /
+# 0.9306; word embeddings frozen, 6 epochs 0.9250 / 0.9287; frozen, 5 epochs 0.9244 / 0.9275.
+# Kept the last: within noise of the others (1,600 rows: 0.3 points is 5 messages) and it keeps
+# the whole job on all of BANKING77 (1,485 steps) under 20 minutes on 2 CPU cores.
 RECIPE = {
-    "epochs": 6.0,
+    "epochs": 5.0,
     "lr": 8e-5,
     "head_lr": 3e-3,
     "batch_size": 32,
     "label_smoothing": 0.1,
     "val_fraction": 0.05,
     "lexical_weight": LEXICAL_WEIGHT,
+    "freeze_word_embeddings": True,
 }
 
 

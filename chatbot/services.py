@@ -77,7 +77,7 @@ def start_intent_training(*, dataset: str = "", parameters: dict[str, Any] | Non
 
     Side effects: a TrainingJob row and a Celery message on the training queue (on commit).
     """
-    recipe = {k: RECIPE[k] for k in ("epochs", "lr", "head_lr", "batch_size")}
+    recipe = {k: RECIPE[k] for k in ("epochs", "lr", "head_lr", "batch_size", "freeze_word_embeddings")}
     params = {**recipe, "activate": True, **(parameters or {})}
     if dataset:
         params["intent_dataset"] = dataset

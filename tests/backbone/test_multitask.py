@@ -102,3 +102,16 @@ def test_a_saved_head_loads_back_with_its_config(tmp_path):
     again.load_state_dict(state)
     assert config == {"labels": ["a", "b", "c"]}
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in head.state_dict().items())
+
+
+def test_frozen_word_embeddings_stay_while_the_layers_learn(tiny_model_dir):
+    encoder = Encoder.load(tiny_model_dir, device="cpu")
+    named = dict(encoder.named_parameters())
+    word = next(n for n in named if "word_embeddings" in n)
+    layer = next(n for n in named if "encoder.layer.0" in n and n.endswith("weight"))
+    before = {n: named[n].detach().clone() for n in (word, layer)}
+    config = TrainingConfig(epochs=1, batch_size=16, lr=1e-3, freeze_word_embeddings=True)
+    MultiTaskTrainer(encoder, [colour_task("c", 1)], config).fit()
+    assert (named[word] == before[word]).all()
+    assert (named[layer] != before[layer]).any()
+    assert named[word].requires_grad, "frozen only while training"
