@@ -61,7 +61,11 @@ RECIPE = {
 
 def _vectorizer(analyzer: str, vocabulary: list[str] | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(
-        analyzer=analyzer, ngram_range=LEXICAL_NGRAMS[analyzer], sublinear_tf=True, vocabulary=vocabulary
+        analyzer=analyzer,
+        ngram_range=LEXICAL_NGRAMS[analyzer],
+        sublinear_tf=True,
+        vocabulary=vocabulary,
+        dtype=np.float32,  # as the coefficients: a float64 row would copy them at every call
     )
 
 
@@ -102,16 +106,19 @@ class LexicalModel:
         )
 
     def __post_init__(self):
-        self._vectorizers = {}
+        # per vectorizer, its block of the coefficients, transposed and contiguous (fast sparse x dense)
+        self._blocks = []
+        start = 0
         for name, vocabulary in self.vocabularies.items():
             vectorizer = _vectorizer(name, vocabulary)
             vectorizer.idf_ = self.idf[name]
-            self._vectorizers[name] = vectorizer
+            block = np.ascontiguousarray(self.coef[:, start : start + len(vocabulary)].T, dtype=np.float32)
+            self._blocks.append((vectorizer, block))
+            start += len(vocabulary)
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, n_labels) log-probabilities."""
-        x = hstack([v.transform(texts) for v in self._vectorizers.values()]).tocsr()
-        z = np.asarray(x @ self.coef.T) + self.intercept
+        z = self.intercept + sum(np.asarray(v.transform(texts) @ block) for v, block in self._blocks)
         z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
