@@ -223,19 +223,13 @@ def new_intent_trial(
     candidates = [label for label in classifier.labels if label != classifier.oos_label]
     chosen = sorted(rng.sample(candidates, min(int(opts["new_intents"]), len(candidates) - 1)))
     keep = [i for i, label in enumerate(classifier.labels) if label not in chosen]
-    reduced = IntentClassifier(
+    reduced = dataclasses.replace(
+        classifier,
         labels=[classifier.labels[i] for i in keep],
         weight=classifier.weight[keep],
         bias=classifier.bias[keep],
         prototypes=classifier.prototypes[keep],
-        proto_a=classifier.proto_a,
-        proto_b=classifier.proto_b,
-        proto_weight=classifier.proto_weight,
-        temperature=classifier.temperature,
-        threshold=classifier.threshold,
-        oos_label=classifier.oos_label,
         lexical=classifier.lexical.subset(keep) if classifier.lexical is not None else None,
-        lexical_weight=classifier.lexical_weight,
     )
     texts, ys = [], []
     k = int(opts["new_intent_examples"])

@@ -394,8 +394,9 @@ class IntentTask:
 
     ``train`` and ``val`` are (texts, labels); when ``val`` is None, ``val_fraction`` of
     ``train`` per label is carved out (seeded) as the validation split. With ``lexical_weight``
-    the head carries a :class:`LexicalModel` fitted on the training split before fine-tuning. ``oos_label`` names the
-    out-of-scope class when the data has one (trained as a class and thresholded).
+    the head carries a :class:`LexicalModel` fitted on the training split before fine-tuning.
+    ``oos_label`` names the out-of-scope class when the data has one (trained as a class and
+    thresholded).
     After training, :meth:`evaluate` calibrates on the validation split (prototypes, their
     weight, temperature, out-of-scope threshold); :meth:`head_config` then carries them.
     """
