@@ -93,12 +93,16 @@ def test_evaluate_intents_reports_model_and_baselines_on_clinc_layout(tmp_path, 
         "new_intents=1",
         "--set",
         "new_intent_examples=3",
+        "--set",
+        "plain_epochs=1",
         stdout=out,
     )
     report = json.loads(out.getvalue())
 
     assert report["n"] == 9
     assert {"accuracy", "macro_f1", "ece", "in_scope_accuracy", "oos_recall", "oos_precision"} <= set(report["metrics"])
-    assert set(report["baselines"]) == {"tfidf_logreg", "frozen_encoder_logreg"}
+    assert set(report["baselines"]) == {"tfidf_logreg", "frozen_encoder_logreg", "plain_fine_tune"}
+    plain = report["baselines"]["plain_fine_tune"]
+    assert plain["steps"] >= 1 and 0.0 <= plain["accuracy"] <= 1.0 and "oos_recall" in plain
     assert report["training"]["steps"] >= 1
     assert report["new_intent_without_retraining"]["examples_each"] == 3
