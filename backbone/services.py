@@ -34,6 +34,7 @@ BASE_VERSION_NAME = "base"
 _ENCODER_LOCK = threading.RLock()
 _ENCODER_CACHE: dict[str, Any] = {"version_id": None, "encoder": None, "checked_at": 0.0}
 _LOADED: dict[int, Encoder] = {}
+_INT8: dict[int, tuple[Encoder, Encoder]] = {}  # version id -> (the float encoder it copies, int8 copy)
 ACTIVE_CHECK_SECONDS = 2.0
 
 
@@ -127,6 +128,22 @@ def active_encoder() -> tuple[ModelVersion, Encoder]:
             cached.update(version=version, version_id=version.pk, encoder=_inference_encoder(version))
         cached["checked_at"] = now
         return cached["version"], cached["encoder"]
+
+
+def active_int8_encoder() -> tuple[ModelVersion, Encoder]:
+    """Like :func:`active_encoder`, but an int8 copy of it (``Encoder.quantized``), made once per
+    loaded version: for latency-bound one-message encodes on the CPU. On a GPU: the encoder itself."""
+    version, encoder = active_encoder()
+    if encoder.device.type != "cpu":
+        return version, encoder
+    with _ENCODER_LOCK:
+        source, int8 = _INT8.get(version.pk, (None, None))
+        if source is not encoder:
+            _INT8.clear()
+            int8 = encoder.quantized()
+            _INT8[version.pk] = (encoder, int8)
+            logger.info("made an int8 copy of backbone version %s for serving", version.name)
+        return version, int8
 
 
 def serving_versions() -> list[ModelVersion]:

@@ -218,15 +218,16 @@ def plain_fine_tune(train, val, test, oos: str | None, opts: dict[str, Any], see
 def components(
     classifier: IntentClassifier, test_emb: np.ndarray, test: tuple[list[str], list[str]], encoder: Encoder
 ) -> dict:
-    """Test accuracy of the fine-tuned head without the lexical model, of the lexical model alone,
-    and of the whole classifier on embeddings from the int8 copy of the encoder (``Encoder.quantized``)."""
+    """Test accuracy of the fine-tuned head without the lexical model and of the lexical model
+    alone; every metric of the whole classifier on embeddings from the int8 copy of the encoder
+    (``Encoder.quantized``: what chat serves with; calibration was fitted on float embeddings)."""
     gold = np.asarray(test[1])
     dense = dataclasses.replace(classifier, lexical=None, lexical_weight=0.0)
     out = {"fine_tuned_without_lexical": accuracy(dense.all_labels, dense.logits(test_emb), gold)}
     if classifier.lexical is not None:
         out["lexical_alone"] = accuracy(classifier.labels, classifier.lexical.log_proba(test[0]), gold)
     int8_emb = encoder.quantized().encode(test[0], batch_size=128)
-    out["int8_encoder"] = accuracy(classifier.all_labels, classifier.logits(int8_emb, test[0]), gold)
+    out["int8_encoder"] = intent_metrics(classifier, int8_emb, test[1], test[0])
     return out
 
 

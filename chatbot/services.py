@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
@@ -225,8 +226,14 @@ class Reply:
 
 
 def classify_texts(texts: list[str]) -> tuple[ModelVersion, IntentClassifier | None, np.ndarray | None]:
-    """(active version, its classifier, calibrated probabilities over ``classifier.all_labels``)."""
-    version, encoder = backbone_services.active_encoder()
+    """(active version, its classifier, calibrated probabilities over ``classifier.all_labels``).
+
+    The texts are encoded by the int8 copy of the backbone when ``CHATBOT_INT8_ENCODER`` is on.
+    """
+    if settings.CHATBOT_INT8_ENCODER:
+        version, encoder = backbone_services.active_int8_encoder()
+    else:
+        version, encoder = backbone_services.active_encoder()
     classifier = classifier_for(version)
     if classifier is None:
         return version, None, None

@@ -54,3 +54,18 @@ def test_packaged_minilm_ranks_related_products_closer():
     vectors = enc.encode(["cordless power drill", "18V brushless drill driver", "ceramic floor tile"])
     assert vectors.shape == (3, 384)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+@pytest.mark.slow
+def test_int8_copy_of_packaged_minilm_stays_close_and_leaves_the_original_alone():
+    enc = Encoder.load(packaged_model_path(), device="cpu")
+    texts = ["cordless power drill", "18V brushless drill driver", "ceramic floor tile", "where is my new card?"]
+    before = enc.encode(texts)
+    int8 = enc.quantized()
+    vectors = int8.encode(texts)
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.transformer.modules()), "every linear layer is int8"
+    assert any(isinstance(m, torch.nn.Linear) for m in enc.transformer.modules()), "the original stays float"
+    np.testing.assert_allclose(enc.encode(texts), before, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (vectors * before).sum(axis=1).min() > 0.9
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2

@@ -43,6 +43,18 @@ def test_fresh_install_serves_the_packaged_base_version():
     assert services.ensure_base_version().pk == version.pk  # idempotent
 
 
+def test_int8_copy_is_made_once_per_loaded_encoder(tiny_active_version):
+    version, encoder = services.active_encoder()
+    same_version, int8 = services.active_int8_encoder()
+    assert same_version == version and int8 is not encoder
+    assert services.active_int8_encoder()[1] is int8, "cached, not quantised per request"
+    assert (int8.encode(["red paint"]) @ encoder.encode(["red paint"]).T).item() > 0.9
+
+    services._ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)
+    services._LOADED.clear()  # the version's weights reloaded (e.g. a new path): a fresh copy
+    assert services.active_int8_encoder()[1] is not int8
+
+
 def test_starting_a_job_enqueues_it_on_commit(django_capture_on_commit_callbacks, colour_intents):
     with django_capture_on_commit_callbacks() as callbacks:
         job = services.start_training_job(tasks=["intents"], parameters={"epochs": 1})
