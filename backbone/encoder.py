@@ -91,7 +91,7 @@ class Encoder(nn.Module):
     def quantized(self) -> Encoder:
         """An int8 copy for CPU serving: linear layers dynamically quantised, per output channel.
 
-        One short message encodes about 3x faster on one core (small-batch inference streams
+        One short message encodes 2-3x faster on one core (small-batch inference streams
         every weight from memory once per call; int8 weights are a quarter of the bytes).
         Embeddings move a little (cosine about 0.98 to this encoder's), so measure the task's
         accuracy with it before serving it. The copy is for inference only; this one is unchanged.
