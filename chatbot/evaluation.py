@@ -3,7 +3,9 @@
 Trains on A (``train.csv``; for clinc150 also ``val.csv``), measures once on B's ``test.csv``.
 The project's model: the backbone fine-tuned through the shared multi-task trainer with the
 chatbot's intent task (prototype mix, temperature and out-of-scope threshold fitted on the
-validation split: 5% of A's train.csv for banking77, A's val.csv for clinc150). Baselines from
+validation split: 5% of A's train.csv for banking77, A's val.csv for clinc150), measured with
+the encoder that chat serves with (the int8 copy while ``CHATBOT_INT8_ENCODER`` is on; the other
+one is reported under ``components``; ``--set int8_encoder=false`` measures float). Baselines from
 the same run: TF-IDF + logistic regression, the frozen packaged encoder + logistic regression, and
 plain fine-tuning (``--set plain_epochs=4``; 0 skips it: the same trainer and head without the
 recipe's additions). Also measured: adding intents as prototypes from 10 examples each without
@@ -81,7 +83,11 @@ def log(message: str) -> None:
 
 def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Train on ``train_dir``, measure on ``test_dir``; see the module docstring."""
-    opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    opts = {
+        **DEFAULTS,
+        "int8_encoder": settings.CHATBOT_INT8_ENCODER,  # measure what chat serves with
+        **{k: v for k, v in options.items() if v is not None},
+    }
     seed = int(opts.get("seed", 7))
     column = LABEL_COLUMN[dataset]
     train = read_examples(train_dir / "train.csv", column)
@@ -125,13 +131,19 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
     result = MultiTaskTrainer(encoder, [task], training_config(opts, seed), progress=progress).fit()
     head = result.heads["intents"]
     classifier = IntentClassifier.from_head(head, task.head_config())
-    test_emb = encoder.encode(test[0], batch_size=128)
+    served = "int8" if opts["int8_encoder"] else "float"
+    embeddings = {
+        "float": encoder.encode(test[0], batch_size=128),
+        "int8": encoder.quantized().encode(test[0], batch_size=128),
+    }
+    test_emb = embeddings[served]
     metrics = intent_metrics(classifier, test_emb, test[1], test[0])
     new_intent = new_intent_trial(encoder, classifier, task, test, test_emb, opts, seed)
     return {
         "n": len(test[0]),
         "metrics": metrics,
-        "components": components(classifier, test_emb, test, encoder),
+        "served_encoder": served,
+        "components": components(classifier, test, embeddings, served),
         "baselines": baselines,
         "validation": result.metrics["intents"],
         "calibration": task.calibration,
@@ -216,18 +228,20 @@ def plain_fine_tune(train, val, test, oos: str | None, opts: dict[str, Any], see
 
 
 def components(
-    classifier: IntentClassifier, test_emb: np.ndarray, test: tuple[list[str], list[str]], encoder: Encoder
+    classifier: IntentClassifier, test: tuple[list[str], list[str]], embeddings: dict[str, np.ndarray], served: str
 ) -> dict:
-    """Test accuracy of the fine-tuned head without the lexical model and of the lexical model
-    alone; every metric of the whole classifier on embeddings from the int8 copy of the encoder
-    (``Encoder.quantized``: what chat serves with; calibration was fitted on float embeddings)."""
+    """Every metric with the encoder not served (``float_encoder`` or ``int8_encoder``); test
+    accuracy of the fine-tuned head without the lexical model, and of the lexical model alone."""
     gold = np.asarray(test[1])
+    out = {
+        f"{name}_encoder": intent_metrics(classifier, emb, test[1], test[0])
+        for name, emb in embeddings.items()
+        if name != served
+    }
     dense = dataclasses.replace(classifier, lexical=None, lexical_weight=0.0)
-    out = {"fine_tuned_without_lexical": accuracy(dense.all_labels, dense.logits(test_emb), gold)}
+    out["fine_tuned_without_lexical"] = accuracy(dense.all_labels, dense.logits(embeddings[served]), gold)
     if classifier.lexical is not None:
         out["lexical_alone"] = accuracy(classifier.labels, classifier.lexical.log_proba(test[0]), gold)
-    int8_emb = encoder.quantized().encode(test[0], batch_size=128)
-    out["int8_encoder"] = intent_metrics(classifier, int8_emb, test[1], test[0])
     return out
 
 

@@ -159,7 +159,7 @@ BACKBONE_BATCH_SIZE = env_int("BACKBONE_BATCH_SIZE", 32)
 BACKBONE_MAX_LENGTH = env_int("BACKBONE_MAX_LENGTH", 128)
 BACKBONE_TORCH_THREADS = env_int("BACKBONE_TORCH_THREADS", 0)  # 0: torch's default
 # The chatbot encodes each message with an int8 copy of the backbone on the CPU (2-3x faster;
-# evaluate intents reports the accuracy with it as components.int8_encoder).
+# evaluate intents measures with it, and reports the float one under components).
 CHATBOT_INT8_ENCODER = env_bool("CHATBOT_INT8_ENCODER", True)
 MODELS_DIR = Path(env_str("MODELS_DIR", str(STATE_DIR / "models"))).resolve()
 # A running training job whose heartbeat is older than this is marked failed.
