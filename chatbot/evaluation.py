@@ -101,19 +101,8 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
         test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
     oos = OUT_OF_SCOPE if dataset == "clinc150" else None
 
-    task = IntentTask(
-        train,
-        val,
-        seed=seed,
-        val_fraction=float(opts["val_fraction"]),
-        label_smoothing=float(opts["label_smoothing"]),
-        lexical_weight=float(opts["lexical_weight"]),
-        oos_label=oos,
-        run_baselines=False,
-    )
-    encoder = Encoder.load(
-        base_model_path(), device=opts.get("device", settings.BACKBONE_DEVICE), max_length=int(opts["max_length"])
-    )
+    task = intent_task(train, val, oos, opts, seed)
+    encoder = base_encoder(opts)
     log(
         f"{dataset}: {len(task.train_texts)} train, {len(task.val_texts)} val, {len(test[0])} test; device {encoder.device}"
     )
@@ -177,6 +166,19 @@ def progress(fraction: float, message: str) -> None:
     log(f"[{fraction:.0%}] {message}")
 
 
+def intent_task(train, val, oos: str | None, opts: dict[str, Any], seed: int, **overrides: float) -> IntentTask:
+    """The intent task from the evaluation options (``overrides`` win); the same seed carves the same split."""
+    task_options = {k: float(opts[k]) for k in ("val_fraction", "label_smoothing", "lexical_weight")} | overrides
+    return IntentTask(train, val, seed=seed, oos_label=oos, run_baselines=False, **task_options)
+
+
+def base_encoder(opts: dict[str, Any]) -> Encoder:
+    """A fresh copy of the packaged (base) encoder, as the options place it."""
+    return Encoder.load(
+        base_model_path(), device=opts.get("device", settings.BACKBONE_DEVICE), max_length=int(opts["max_length"])
+    )
+
+
 def training_config(opts: dict[str, Any], seed: int, **overrides: Any) -> TrainingConfig:
     """The shared trainer's settings from the evaluation options (``overrides`` win)."""
     return TrainingConfig(
@@ -200,19 +202,8 @@ def plain_fine_tune(train, val, test, oos: str | None, opts: dict[str, Any], see
     smoothing, no lexical model, no prototype mix, no temperature: argmax and softmax of the head.
     Same training/validation split, learning rates and batch size as the recipe.
     """
-    task = IntentTask(
-        train,
-        val,
-        seed=seed,
-        val_fraction=float(opts["val_fraction"]),
-        label_smoothing=0.0,
-        lexical_weight=0.0,
-        oos_label=oos,
-        run_baselines=False,
-    )
-    encoder = Encoder.load(
-        base_model_path(), device=opts.get("device", settings.BACKBONE_DEVICE), max_length=int(opts["max_length"])
-    )
+    task = intent_task(train, val, oos, opts, seed, label_smoothing=0.0, lexical_weight=0.0)
+    encoder = base_encoder(opts)
     config = training_config(opts, seed, epochs=float(opts["plain_epochs"]), freeze_word_embeddings=False)
     result = MultiTaskTrainer(encoder, [task], config, progress=progress).fit()
     head = dataclasses.replace(
