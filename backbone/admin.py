@@ -1,44 +1,94 @@
+"""Admin of the backbone: the one page shape of every trained artifact, and training jobs."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from backbone import registry, services
+from backbone import jobs, lifecycle, registry, services
 from backbone.models import ModelVersion, TrainingJob
 
 
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "state", "tasks", "activation_progress", "created_at", "activated_at"]
+class TrainedModelAdmin(admin.ModelAdmin):
+    """The page shape every trained artifact shares (backbone versions, rankers, recommenders, pCTR models).
+
+    Rows are written by training jobs, so pages are read-only; operators activate a chosen row or
+    roll the app back to the row that served before. Apps subclass it and add columns in ``extra_columns``.
+    """
+
+    extra_columns: list[str] = []
     list_filter = ["state", "created_at"]
     search_fields = ["name"]
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
-    actions = ["activate"]
+    actions = ["activate", "roll_back"]
+
+    def get_list_display(self, request):
+        return ["name", "state", *self.extra_columns, "training_job", "created_at", "activated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
-        # Versions are written by training jobs; their pages are read-only. Activate with the action.
         return obj is None and super().has_change_permission(request, obj)
 
-    @admin.action(description="Activate (re-embed in the background, then switch)")
+    def activate_row(self, row):
+        """Serve ``row`` (subclasses with a slower switch override it)."""
+        return lifecycle.activate(self.model, pk=row.pk)
+
+    def roll_back_model(self):
+        """Serve the previous row again."""
+        return lifecycle.roll_back(self.model)
+
+    @admin.action(description="Activate the selected version (it serves at once)")
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
             return
-        version = services.activate_version(version_id=queryset.get().pk)
-        self.message_user(request, f"{version.name}: re-embedding started; it serves once complete.")
+        try:
+            row = self.activate_row(queryset.get())
+        except lifecycle.LifecycleError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{row.name} is {row.state}.")
+
+    @admin.action(description="Roll back: serve the version that served before the active one")
+    def roll_back(self, request, queryset):
+        try:
+            row = self.roll_back_model()
+        except lifecycle.LifecycleError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"rolled back: {row.name} is {row.state}.")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(TrainedModelAdmin):
+    extra_columns = ["tasks", "activation_progress"]
+
+    def activate_row(self, row):
+        return services.activate_version(version_id=row.pk)  # re-embeds first if its vectors were pruned
+
+    def roll_back_model(self):
+        return services.roll_back_version()
 
 
 class TrainingJobForm(forms.ModelForm):
-    tasks = forms.MultipleChoiceField(choices=[], help_text="Task heads trained together on the shared backbone.")
-    epochs = forms.FloatField(initial=1.0, min_value=0.01, max_value=50)
-    batch_size = forms.IntegerField(initial=32, min_value=2, max_value=512)
+    apps = forms.MultipleChoiceField(
+        choices=[], required=False, help_text="Apps to train (none chosen: every app with data), as manage.py train."
+    )
+    tasks = forms.MultipleChoiceField(
+        choices=[], required=False, help_text="Advanced: the backbone tasks of the fine-tune (default: the apps' own)."
+    )
+    epochs = forms.FloatField(required=False, min_value=0.01, max_value=50)
+    batch_size = forms.IntegerField(required=False, min_value=2, max_value=512)
     max_examples = forms.IntegerField(required=False, min_value=10, help_text="Cap per task (blank: all).")
     intent_dataset = forms.CharField(
         required=False, help_text="Intents task: only this dataset's intents (e.g. banking77)."
     )
-    activate = forms.BooleanField(required=False, help_text="Activate the new version when training succeeds.")
+    activate = forms.BooleanField(
+        required=False, initial=True, help_text="Serve the new models as soon as they are trained."
+    )
 
     class Meta:
         model = TrainingJob
@@ -46,13 +96,14 @@ class TrainingJobForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["apps"].choices = [(name, name) for name in sorted(registry.APP_TRAINERS)]
         self.fields["tasks"].choices = [(name, name) for name in sorted(registry.TASK_FACTORIES)]
 
 
 @admin.register(TrainingJob)
 class TrainingJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "progress_bar", "result_version", "created_at", "finished_at"]
-    list_filter = ["status", "kind", "created_at"]
+    list_display = ["id", "apps", "status", "progress_bar", "last_line", "result_version", "created_at", "finished_at"]
+    list_filter = ["status", "created_at"]
     actions = ["cancel"]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -62,14 +113,14 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["tasks", "epochs", "batch_size", "max_examples", "intent_dataset", "activate"]
+            return ["apps", "tasks", "epochs", "batch_size", "max_examples", "intent_dataset", "activate"]
         return self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
         return [
-            "kind",
+            "apps",
             "status",
             "progress_bar",
             "parameters",
@@ -89,6 +140,14 @@ class TrainingJobAdmin(admin.ModelAdmin):
         # A job is never edited: its page is read-only (Django's view page, refreshed while it runs).
         return obj is None and super().has_change_permission(request, obj)
 
+    @admin.display(description="apps")
+    def apps(self, obj):
+        return ", ".join(obj.parameters.get("apps") or []) or "all with data"
+
+    @admin.display(description="now")
+    def last_line(self, obj):
+        return obj.log.rstrip().rsplit("\n", 1)[-1][9:89] if obj.log else ""
+
     @admin.display(description="progress")
     def progress_bar(self, obj):
         pct = round(obj.progress * 100)
@@ -98,9 +157,12 @@ class TrainingJobAdmin(admin.ModelAdmin):
         if change:
             return
         data = form.cleaned_data
-        fields = ("epochs", "batch_size", "max_examples", "intent_dataset", "activate")
+        fields = ("epochs", "batch_size", "max_examples", "intent_dataset")
         params = {k: data[k] for k in fields if data.get(k) not in (None, "")}
-        job = services.start_training_job(tasks=data["tasks"], parameters=params, user=request.user)
+        params["activate"] = bool(data.get("activate"))
+        job = services.start_training_job(
+            apps=data["apps"] or None, tasks=data["tasks"] or None, parameters=params, user=request.user
+        )
         obj.pk = job.pk
         obj.status = job.status
 
@@ -114,5 +176,5 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected queued/running jobs")
     def cancel(self, request, queryset):
-        cancelled = sum(services.cancel_training_job(job_id=pk) for pk in queryset.values_list("pk", flat=True))
+        cancelled = sum(jobs.cancel_training_job(job_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"Cancelled {cancelled} job(s).")

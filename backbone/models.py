@@ -1,4 +1,5 @@
-"""Model versions of the shared backbone and the training jobs that produce them."""
+"""The lifecycle every trained artifact shares, model versions of the shared backbone, and the
+training jobs that produce them."""
 
 from __future__ import annotations
 
@@ -6,40 +7,69 @@ from django.db import models
 from django.db.models import Q
 
 
-class ModelVersion(models.Model):
-    """A folder of backbone weights (+ task heads); exactly one version serves at a time."""
+class TrainedModel(models.Model):
+    """One trained artifact (a folder under ``MODELS_DIR``) with the lifecycle every app shares:
+    queued -> training -> ready -> (activating ->) active -> retired, or failed at any step.
+
+    At most one row per concrete model is active; :mod:`backbone.lifecycle` moves rows between
+    states. Concrete models add what only they need (a backbone version, counts).
+    """
 
     class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        TRAINING = "training", "training"
         READY = "ready", "ready"
-        ACTIVATING = "activating", "activating (re-embedding)"
+        ACTIVATING = "activating", "activating"
         ACTIVE = "active", "active"
         RETIRED = "retired", "retired"
-        FAILED = "failed", "activation failed"
+        FAILED = "failed", "failed"
+
+    SERVABLE = (State.READY, State.ACTIVE, State.RETIRED)
 
     name = models.CharField(max_length=100, unique=True)
-    path = models.CharField(
-        max_length=500, help_text="Folder with model.safetensors, config.json, heads/, metrics.json."
-    )
-    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.READY, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    path = models.CharField(max_length=500, blank=True, help_text="Folder with the weights, config.json, metrics.json.")
+    parameters = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
-    tasks = models.JSONField(default=list, blank=True, help_text="Names of the task heads in this version.")
-    activation_progress = models.FloatField(default=0.0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    training_job = models.ForeignKey(
+        "backbone.TrainingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["state"], condition=Q(state="active"), name="one_active_model_version"),
+            models.UniqueConstraint(
+                fields=["state"], condition=Q(state="active"), name="%(app_label)s_%(class)s_one_active"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
 
 
+class ModelVersion(TrainedModel):
+    """A folder of backbone weights (+ task heads); exactly one version serves at a time.
+
+    Activating re-embeds every registered index with it (state ``activating``) before it serves.
+    """
+
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    tasks = models.JSONField(default=list, blank=True, help_text="Names of the task heads in this version.")
+    activation_progress = models.FloatField(default=0.0)
+
+    class Meta(TrainedModel.Meta):
+        pass
+
+
 class TrainingJob(models.Model):
-    """One training run, executed by a worker on the ``training`` queue."""
+    """One run of ``manage.py train`` (or the admin's Retrain, or the API's): executed by a worker on the
+    ``training`` queue; ``parameters`` holds its ``apps``, backbone ``tasks`` and training options."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -50,10 +80,6 @@ class TrainingJob(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
-    class Kind(models.TextChoices):
-        MULTITASK = "multitask", "multi-task fine-tune of the backbone"
-
-    kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.MULTITASK)
     parameters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -74,7 +100,7 @@ class TrainingJob(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.kind} {self.status}"
+        return f"#{self.pk} {self.status}"
 
     @property
     def is_finished(self) -> bool:

@@ -3,7 +3,8 @@
 Apps register in their ``AppConfig.ready``:
 - training tasks: a factory that builds a :class:`~backbone.multitask.TrainingTask` from the database;
 - embedding indexes: what must be re-embedded when a version is activated;
-- evaluators: ``manage.py evaluate TASK``.
+- evaluators: ``manage.py evaluate TASK``;
+- app trainers: what ``manage.py train APP`` trains for each app (:class:`AppTrainer`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 TASK_FACTORIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {}
 EMBEDDING_INDEXES: dict[str, EmbeddingIndex] = {}
+APP_TRAINERS: dict[str, AppTrainer] = {}
 
 
 class EmbeddingIndex(Protocol):
@@ -43,6 +45,33 @@ class Evaluator:
     task: str
     datasets: tuple[str, ...]
     run: Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AppTrainer:
+    """How ``manage.py train APP`` (and the admin's Retrain, and ``POST /api/v1/training-jobs``) trains one app.
+
+    - ``tasks``: backbone task names this app adds to the one multi-task fine-tune (may be empty);
+    - ``fine_tunes``: whether training this app needs a new backbone version (search, chatbot);
+      apps without it (recommend, ads) train on the active backbone when named alone;
+    - ``data()``: a one-line summary of what the database holds to train on, "" when nothing;
+    - ``fit(version=, parameters=, job_id=, progress=)``: trains the app's own model on backbone
+      ``version`` (its embeddings are complete; it is not necessarily active yet) and returns the
+      row (a :class:`~backbone.models.TrainedModel`, state ready) or None when the backbone heads
+      are all the app serves; raises on failure. ``progress(fraction, message)`` reports progress.
+      The job activates every returned row together with the backbone version.
+    """
+
+    app: str
+    tasks: tuple[str, ...]
+    fine_tunes: bool
+    data: Callable[[], str]
+    fit: Callable[..., Any] | None = None
+
+
+def register_app(trainer: AppTrainer) -> None:
+    """Register what ``manage.py train`` trains for one app."""
+    APP_TRAINERS[trainer.app] = trainer
 
 
 def register_task(name: str, factory: Callable[[dict[str, Any]], Any]) -> None:

@@ -17,8 +17,11 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "state",
             "tasks",
             "metrics",
+            "error",
             "activation_progress",
+            "training_job",
             "created_at",
+            "finished_at",
             "activated_at",
             "base",
         ]
@@ -30,7 +33,6 @@ class TrainingJobSerializer(serializers.ModelSerializer):
         model = TrainingJob
         fields = [
             "id",
-            "kind",
             "parameters",
             "status",
             "progress",
@@ -48,7 +50,16 @@ class TrainingJobSerializer(serializers.ModelSerializer):
 
 
 class StartTrainingRequestSerializer(serializers.Serializer):
-    tasks = serializers.ListField(child=serializers.CharField(), allow_empty=False)
+    apps = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Apps to train, as `manage.py train APP ...`; omitted: every app with data.",
+    )
+    tasks = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Advanced: the backbone tasks of the fine-tune (default: those of the apps with data).",
+    )
     epochs = serializers.FloatField(required=False, min_value=0.01, max_value=50)
     batch_size = serializers.IntegerField(required=False, min_value=2, max_value=512)
     lr = serializers.FloatField(required=False, min_value=1e-7, max_value=1e-2)
@@ -68,7 +79,15 @@ class StartTrainingRequestSerializer(serializers.Serializer):
         max_length=50,
         help_text="Intents task: train only on the intents of this dataset, e.g. banking77.",
     )
-    activate = serializers.BooleanField(required=False, default=False)
+    activate = serializers.BooleanField(
+        required=False, default=True, help_text="Serve the new models once trained (false: keep serving the current)."
+    )
+
+    def validate_apps(self, apps):
+        unknown = sorted(set(apps) - set(registry.APP_TRAINERS))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown apps {unknown}; known: {sorted(registry.APP_TRAINERS)}.")
+        return apps
 
     def validate_tasks(self, tasks):
         unknown = sorted(set(tasks) - set(registry.TASK_FACTORIES))

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import resource
 import shutil
-import socket
 import threading
 import time
 import zlib
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from django.conf import settings
 from django.db import connection, transaction
@@ -23,10 +18,11 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from backbone import registry
+from backbone import lifecycle, registry
 from backbone.encoder import Encoder, packaged_model_path
 from backbone.models import ModelVersion, TrainingJob
-from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig, save_head
+from backbone.multitask import save_head
+from backbone.queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +58,9 @@ def ensure_base_version() -> ModelVersion:
     """
     path = str(base_model_path())
     with transaction.atomic():
-        version, _ = ModelVersion.objects.get_or_create(name=BASE_VERSION_NAME, defaults={"path": path})
+        version, _ = ModelVersion.objects.get_or_create(
+            name=BASE_VERSION_NAME, defaults={"path": path, "state": ModelVersion.State.READY}
+        )
         if version.path != path:
             version.path = path
             version.save(update_fields=["path"])
@@ -104,13 +102,22 @@ def load_encoder(version: ModelVersion, device: str | None = None) -> Encoder:
     )
 
 
-def _inference_encoder(version: ModelVersion) -> Encoder:
-    """Return the process's encoder for ``version``, loading it once (never trained in place)."""
-    encoder = _LOADED.get(version.pk)
-    if encoder is None:
-        logger.info("loading backbone version %s from %s", version.name, version.path)
-        encoder = _LOADED[version.pk] = load_encoder(version)
-    return encoder
+def version_encoder(version: ModelVersion) -> Encoder:
+    """Return the process's inference encoder for ``version`` (active or not), loading it once; never train it."""
+    with _ENCODER_LOCK:
+        encoder = _LOADED.get(version.pk)
+        if encoder is None:
+            logger.info("loading backbone version %s from %s", version.name, version.path)
+            encoder = _LOADED[version.pk] = load_encoder(version)
+        return encoder
+
+
+def reset_caches() -> None:
+    """Forget every loaded encoder and the cached active version (tests; after swapping model files)."""
+    with _ENCODER_LOCK:
+        _ENCODER_CACHE.update(version_id=None, version=None, encoder=None, checked_at=0.0)
+        _LOADED.clear()
+        _INT8.clear()
 
 
 def active_encoder() -> tuple[ModelVersion, Encoder]:
@@ -125,7 +132,7 @@ def active_encoder() -> tuple[ModelVersion, Encoder]:
             return cached["version"], cached["encoder"]
         version = get_active_version()
         if cached["version_id"] != version.pk:
-            cached.update(version=version, version_id=version.pk, encoder=_inference_encoder(version))
+            cached.update(version=version, version_id=version.pk, encoder=version_encoder(version))
         cached["checked_at"] = now
         return cached["version"], cached["encoder"]
 
@@ -160,198 +167,71 @@ def serving_encoders() -> list[tuple[ModelVersion, Encoder]]:
     with _ENCODER_LOCK:
         for stale in set(_LOADED) - {v.pk for v in versions}:
             del _LOADED[stale]
-        return [(v, _inference_encoder(v)) for v in versions]
+        return [(v, version_encoder(v)) for v in versions]
+
+
+def preparing() -> list[dict[str, Any]]:
+    """What is still being prepared, with progress (0..1): unfinished training jobs and every
+    registered index that lacks rows of a serving version (e.g. products after an import)."""
+    work = [
+        {"what": f"training job #{pk} ({', '.join(p.get('apps') or []) or 'all apps'})", "status": st, "progress": pr}
+        for pk, st, pr, p in TrainingJob.objects.filter(
+            status__in=[TrainingJob.Status.QUEUED, TrainingJob.Status.RUNNING]
+        ).values_list("pk", "status", "progress", "parameters")
+    ]
+    for version in serving_versions():
+        for index in registry.EMBEDDING_INDEXES.values():
+            done, total = index.count(version.pk)
+            if done < total:
+                work.append({"what": f"embedding {index.name} with {version.name}", "progress": round(done / total, 4)})
+    return work
 
 
 # --- training jobs --------------------------------------------------------------------------
 
 
-def start_training_job(*, tasks: list[str], parameters: dict[str, Any] | None = None, user=None) -> TrainingJob:
-    """Create a queued multi-task training job and enqueue it on commit.
+def start_training_job(
+    *,
+    apps: list[str] | None = None,
+    tasks: list[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    user=None,
+    enqueue: bool = True,
+) -> TrainingJob:
+    """Create a queued training job for ``apps`` (all apps with data when None) and enqueue it on commit.
 
-    Raises TrainingError for unknown tasks. Side effects: one TrainingJob row, one Celery message.
+    ``tasks`` picks the backbone tasks of the fine-tune explicitly (their apps are trained on it).
+    Raises TrainingError for unknown apps or tasks. Side effects: one TrainingJob row, one Celery
+    message on the ``training`` queue (``backbone.jobs`` runs it) unless ``enqueue`` is false (the
+    caller then runs ``backbone.jobs.run_training_job`` itself, as ``manage.py train --inline`` does).
     """
-    unknown = sorted(set(tasks) - set(registry.TASK_FACTORIES))
-    if not tasks or unknown:
-        raise TrainingError(f"unknown training tasks: {unknown or tasks}; known: {sorted(registry.TASK_FACTORIES)}")
-    params = {"tasks": list(tasks), **(parameters or {})}
+    unknown_apps = sorted(set(apps or []) - set(registry.APP_TRAINERS))
+    unknown_tasks = sorted(set(tasks or []) - set(registry.TASK_FACTORIES))
+    if unknown_apps or unknown_tasks:
+        raise TrainingError(
+            f"unknown apps {unknown_apps} or tasks {unknown_tasks}; "
+            f"apps: {sorted(registry.APP_TRAINERS)}, tasks: {sorted(registry.TASK_FACTORIES)}"
+        )
+    if tasks and not apps:
+        apps = sorted({t.app for t in registry.APP_TRAINERS.values() if set(t.tasks) & set(tasks)})
+    params = {**(parameters or {}), "apps": list(apps or []), "tasks": list(tasks or [])}
     with transaction.atomic():
-        job = TrainingJob.objects.create(kind=TrainingJob.Kind.MULTITASK, parameters=params, created_by=user)
-        transaction.on_commit(lambda: _enqueue_training(job.pk))
+        job = TrainingJob.objects.create(parameters=params, created_by=user)
+        if enqueue:
+            enqueue_on_commit("backbone.run_training_job", job.pk)
     return job
 
 
-def _enqueue_training(job_id: int) -> None:
-    from backbone.tasks import run_training_job
-
-    run_training_job.delay(job_id)
-
-
-def cancel_training_job(*, job_id: int) -> bool:
-    """Mark a queued or running job cancelled; the running loop stops at its next step."""
-    changed = TrainingJob.objects.filter(
-        pk=job_id, status__in=[TrainingJob.Status.QUEUED, TrainingJob.Status.RUNNING]
-    ).update(status=TrainingJob.Status.CANCELLED, finished_at=timezone.now())
-    return bool(changed)
-
-
-def reap_stale_jobs() -> int:
-    """Mark running jobs whose worker died as failed; return how many.
-
-    A worker is dead when its heartbeat is older than ``TRAINING_HEARTBEAT_TIMEOUT``, or at
-    once when it ran on this host and its process is gone.
-    """
-    running = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING)
-    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
-    reaped = running.filter(heartbeat_at__lt=cutoff).update(
-        status=TrainingJob.Status.FAILED,
-        error=f"worker stopped sending heartbeats for over {settings.TRAINING_HEARTBEAT_TIMEOUT}s (it died or was killed)",
-        finished_at=timezone.now(),
-    )
-    host = socket.gethostname()
-    for job_id, worker in running.values_list("pk", "worker"):
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            reaped += running.filter(pk=job_id).update(
-                status=TrainingJob.Status.FAILED,
-                error=f"worker process {worker} is gone (it died or was killed)",
-                finished_at=timezone.now(),
-            )
-    if reaped:
-        logger.warning("marked %d stale training job(s) failed", reaped)
-    return reaped
-
-
-def _append_log(job_id: int, line: str) -> None:
+def append_job_log(job_id: int, line: str) -> None:
+    """Append one time-stamped line to a training job's log."""
     stamp = timezone.now().strftime("%H:%M:%S")
     TrainingJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
 
 
-def claim_training_job(*, job_id: int) -> bool:
-    """Atomically move a queued job to running; False when someone else has it (or it is gone)."""
-    now = timezone.now()
-    return bool(
-        TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
-            status=TrainingJob.Status.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-        )
-    )
-
-
-class _Heartbeat(threading.Thread):
-    """Touches a running job's heartbeat every few seconds, also through long evaluations."""
-
-    def __init__(self, job_id: int):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id = job_id
-        self.interval = max(1.0, min(30.0, settings.TRAINING_HEARTBEAT_TIMEOUT / 4))
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(self.interval):
-                TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        finally:
-            connection.close()  # this thread's own connection
-
-    def __enter__(self) -> _Heartbeat:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.join()
-
-
-def run_training_job(*, job_id: int) -> TrainingJob | None:
-    """Claim and run one training job; write the new version folder and row on success.
-
-    Returns None when the job was already claimed. Side effects: model files under
-    ``MODELS_DIR``, a ModelVersion row, and updates to the job row as it runs.
-    """
-    if not claim_training_job(job_id=job_id):
-        logger.info("training job %s is not queued any more; skipping", job_id)
-        return None
-    job = TrainingJob.objects.get(pk=job_id)
-    params = job.parameters
-    last_write = [0.0]
-
-    def progress(fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if fraction < 1.0 and now - last_write[0] < 2.0:
-            return
-        last_write[0] = now
-        TrainingJob.objects.filter(pk=job_id).update(progress=round(fraction, 4), heartbeat_at=timezone.now())
-        _append_log(job_id, message)
-        logger.info("training job %s: %.0f%% %s", job_id, fraction * 100, message)
-
-    def should_stop() -> bool:
-        # Cancelled by an operator, or failed by the reaper: either way stop spending compute.
-        return not TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.RUNNING).exists()
-
-    with _Heartbeat(job_id):
-        return _train(job_id, params, progress, should_stop)
-
-
-TRAINING_PARAMETERS = ("epochs", "batch_size", "lr", "head_lr", "seed", "layer_decay", "freeze_word_embeddings")
-
-
-def _train(job_id: int, params: dict[str, Any], progress, should_stop) -> TrainingJob:
-    """The body of :func:`run_training_job` once the job is claimed."""
-    try:
-        base = get_active_version()
-        _append_log(job_id, f"base version {base.name}; tasks {params['tasks']}")
-        tasks = [registry.TASK_FACTORIES[name](params) for name in params["tasks"]]
-        encoder = load_encoder(base)
-        config = TrainingConfig(**{k: params[k] for k in TRAINING_PARAMETERS if k in params})
-        result = MultiTaskTrainer(encoder, tasks, config, progress=progress, should_stop=should_stop).fit()
-        version = save_version(
-            encoder=encoder,
-            base=base,
-            heads={t.name: (result.heads[t.name], t.head_config()) for t in tasks},
-            metrics={
-                "tasks": result.metrics,
-                "baselines": result.baselines,
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "device": str(encoder.device),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            },
-            training={"job_id": job_id, "parameters": params, "history": result.history},
-        )
-    except TrainingCancelled as exc:
-        _append_log(job_id, str(exc))
-        return TrainingJob.objects.get(pk=job_id)
-    except Exception as exc:
-        logger.exception("training job %s failed", job_id)
-        TrainingJob.objects.filter(pk=job_id).exclude(status=TrainingJob.Status.CANCELLED).update(
-            status=TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
-        return TrainingJob.objects.get(pk=job_id)
-
-    finished = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.RUNNING).update(
-        status=TrainingJob.Status.SUCCEEDED,
-        progress=1.0,
-        metrics=version.metrics,
-        result_version=version,
-        finished_at=timezone.now(),
-    )
-    if not finished:  # cancelled or reaped while saving: drop the orphan version
-        delete_version_files(version)
-        version.delete()
-        return TrainingJob.objects.get(pk=job_id)
-    _append_log(job_id, f"wrote version {version.name}")
-    if params.get("activate"):
-        activate_version(version_id=version.pk)
-    return TrainingJob.objects.get(pk=job_id)
-
-
-def save_version(*, encoder: Encoder, base: ModelVersion, heads: dict, metrics: dict, training: dict) -> ModelVersion:
-    """Write a version folder (safetensors weights, config, heads, metrics) and its row."""
+def save_version(
+    *, encoder: Encoder, base: ModelVersion, heads: dict, metrics: dict, training: dict, job_id: int | None = None
+) -> ModelVersion:
+    """Write a version folder (safetensors weights, config, heads, metrics) and its row (ready)."""
     name = timezone.now().strftime("v%Y%m%d-%H%M%S-%f")
     folder = Path(settings.MODELS_DIR) / name
     tmp = folder.with_name(name + ".partial")
@@ -362,7 +242,14 @@ def save_version(*, encoder: Encoder, base: ModelVersion, heads: dict, metrics: 
     (tmp / "training.json").write_text(json.dumps(training, indent=2))
     tmp.rename(folder)  # a version folder is complete or absent
     return ModelVersion.objects.create(
-        name=name, path=str(folder), base=base, metrics=metrics, tasks=sorted(heads), state=ModelVersion.State.READY
+        name=name,
+        path=str(folder),
+        base=base,
+        metrics=metrics,
+        tasks=sorted(heads),
+        state=ModelVersion.State.READY,
+        training_job_id=job_id,
+        finished_at=timezone.now(),
     )
 
 
@@ -383,12 +270,24 @@ def activate_version(*, version_id: int) -> ModelVersion:
     """
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=version_id)
+        if version.state not in (*ModelVersion.SERVABLE, ModelVersion.State.ACTIVATING):
+            raise lifecycle.LifecycleError(
+                f"{version.name} is {version.state}; only a trained version can be activated"
+            )
         if version.state != ModelVersion.State.ACTIVE:
             version.state = ModelVersion.State.ACTIVATING
             version.activation_progress = 0.0
             version.save(update_fields=["state", "activation_progress"])
-            transaction.on_commit(lambda: _enqueue_embed(version.pk))
+            enqueue_on_commit("backbone.embed_version", version.pk)
     return version
+
+
+def roll_back_version() -> ModelVersion:
+    """Serve the previously active backbone version again (re-embedding first if its rows were pruned)."""
+    previous = lifecycle.previous(ModelVersion)
+    if previous is None:
+        raise lifecycle.LifecycleError("no earlier backbone version to roll back to")
+    return activate_version(version_id=previous.pk)
 
 
 def schedule_embedding_refresh() -> None:
@@ -397,17 +296,11 @@ def schedule_embedding_refresh() -> None:
     For bulk writes such as dataset imports. Idempotent: only missing embeddings are computed.
     """
     for version in serving_versions():
-        transaction.on_commit(lambda version_id=version.pk: _enqueue_embed(version_id))
-
-
-def _enqueue_embed(version_id: int) -> None:
-    from backbone.tasks import embed_version
-
-    embed_version.delay(version_id)
+        enqueue_on_commit("backbone.embed_version", version.pk)
 
 
 def embed_version(*, version_id: int, batch_size: int = 256) -> ModelVersion | None:
-    """Fill every registered index for ``version_id``; when complete, make it the active version.
+    """Fill every registered index for ``version_id``; when it is activating, make it the active version.
 
     Idempotent: only rows missing an embedding of this version are computed.
     """
@@ -415,66 +308,103 @@ def embed_version(*, version_id: int, batch_size: int = 256) -> ModelVersion | N
     if version is None:
         logger.warning("embed_version: version %s is gone", version_id)
         return None
-    with _ENCODER_LOCK:  # the worker's cached copy: repeated refreshes do not reload weights
-        encoder = _inference_encoder(version)
-    for index in registry.EMBEDDING_INDEXES.values():
-        fill_index(index=index, version=version, encoder=encoder, batch_size=batch_size)
-    if version.state == ModelVersion.State.ACTIVATING:
-        switch_active_version(version_id=version.pk)
+    fill_indexes(version=version, batch_size=batch_size)
     version.refresh_from_db()
+    if version.state == ModelVersion.State.ACTIVATING and not _in_running_job(version):
+        switch_together(version=version, rows=[])
+        version.refresh_from_db()
     return version
 
 
-def fill_index(*, index, version: ModelVersion, encoder: Encoder, batch_size: int = 256) -> int:
+def _in_running_job(version: ModelVersion) -> bool:
+    """Whether ``version``'s own training job is still running (it then switches the version itself)."""
+    return TrainingJob.objects.filter(pk=version.training_job_id, status=TrainingJob.Status.RUNNING).exists()
+
+
+def embed_for_activation(*, version: ModelVersion, progress=None) -> None:
+    """Mark ``version`` activating (new rows are then embedded with it too) and fill every index for it."""
+    ModelVersion.objects.filter(pk=version.pk).exclude(state=ModelVersion.State.ACTIVE).update(
+        state=ModelVersion.State.ACTIVATING, activation_progress=0.0
+    )
+    fill_indexes(version=version, progress=progress)
+
+
+def fill_indexes(*, version: ModelVersion, progress=None, batch_size: int = 256) -> int:
+    """Embed what every registered index lacks for ``version``; return how many rows were written."""
+    encoder = version_encoder(version)
+    indexes = list(registry.EMBEDDING_INDEXES.values())
+    written = 0
+    for i, index in enumerate(indexes):
+
+        def step(done: int, total: int, i=i, index=index) -> None:
+            fraction = (i + done / max(1, total)) / len(indexes)
+            ModelVersion.objects.filter(pk=version.pk).update(activation_progress=fraction)
+            if progress:
+                progress(fraction, f"embedding {index.name}: {done:,}/{total:,} with {version.name}")
+
+        written += fill_index(index=index, version=version, encoder=encoder, batch_size=batch_size, step=step)
+    return written
+
+
+def fill_index(*, index, version: ModelVersion, encoder: Encoder, batch_size: int = 256, step=None) -> int:
     """Embed rows of ``index`` that lack ``version``'s embedding; return how many were written.
 
     One filler per (index, version) at a time, through a PostgreSQL advisory lock: a second
     worker waits, then finds nothing left to do, instead of computing the same rows again.
+    ``step(done, total)`` is called after each batch.
     """
     key = [zlib.crc32(index.name.encode()) & 0x7FFFFFFF, version.pk]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s, %s)", key)
     try:
-        return _fill_index(index=index, version=version, encoder=encoder, batch_size=batch_size)
+        written = 0
+        while ids := index.pending_ids(version.pk, batch_size):
+            texts = index.texts(ids)
+            ordered = [i for i in ids if i in texts]
+            vectors = encoder.encode([texts[i] for i in ordered], batch_size=settings.BACKBONE_BATCH_SIZE)
+            index.store(version.pk, dict(zip(ordered, vectors)))
+            written += len(ordered)
+            done, total = index.count(version.pk)
+            if step:
+                step(done, total)
+            logger.info("index %s: %d/%d embedded with %s", index.name, done, total, version.name)
+            if len(ordered) < len(ids):  # rows vanished meanwhile; avoid spinning on them
+                break
+        return written
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
 
-def _fill_index(*, index, version: ModelVersion, encoder: Encoder, batch_size: int) -> int:
-    written = 0
-    while True:
-        ids = index.pending_ids(version.pk, batch_size)
-        if not ids:
-            break
-        texts = index.texts(ids)
-        ordered = [i for i in ids if i in texts]
-        vectors = encoder.encode([texts[i] for i in ordered], batch_size=settings.BACKBONE_BATCH_SIZE)
-        index.store(version.pk, dict(zip(ordered, vectors)))
-        written += len(ordered)
-        done, total = index.count(version.pk)
-        ModelVersion.objects.filter(pk=version.pk).update(activation_progress=done / max(1, total))
-        logger.info("index %s: %d/%d embedded with %s", index.name, done, total, version.name)
-        if len(ordered) < len(ids):  # rows vanished meanwhile; avoid spinning on them
-            break
-    return written
+def switch_together(*, version: ModelVersion, rows: list) -> None:
+    """Serve backbone ``version`` and every app model in ``rows`` from one commit, retiring what served before.
 
-
-def switch_active_version(*, version_id: int) -> None:
-    """Make ``version_id`` the active version in one transaction, retiring the previous one."""
+    Rows added since the version's embeddings were filled are embedded first, so the switch never
+    serves a row without a vector. Side effects: embeddings of versions other than the new and the
+    previous one are deleted.
+    """
+    if version.state != ModelVersion.State.ACTIVE:
+        fill_indexes(version=version)
     with transaction.atomic():
+        lifecycle.lock_activations(ModelVersion)
         previous = list(
-            ModelVersion.objects.select_for_update()
-            .filter(state=ModelVersion.State.ACTIVE)
-            .exclude(pk=version_id)
+            ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE)
+            .exclude(pk=version.pk)
             .values_list("pk", flat=True)
         )
         ModelVersion.objects.filter(pk__in=previous).update(state=ModelVersion.State.RETIRED)
-        ModelVersion.objects.filter(pk=version_id).update(
+        ModelVersion.objects.filter(pk=version.pk).exclude(state=ModelVersion.State.ACTIVE).update(
             state=ModelVersion.State.ACTIVE, activated_at=timezone.now(), activation_progress=1.0
         )
+        for row in rows:
+            lifecycle.activate(type(row), pk=row.pk)
     # Keep the previous version's rows: processes that cached it serve it for up to
-    # ACTIVE_CHECK_SECONDS more; they go at the next switch.
+    # ACTIVE_CHECK_SECONDS more, and a roll-back to it is instant; they go at the next switch.
     for index in registry.EMBEDDING_INDEXES.values():
-        index.prune([version_id, *previous])
-    logger.info("version %s is now active", version_id)
+        index.prune([version.pk, *previous])
+    logger.info("backbone %s is now active with %s", version.name, [row.name for row in rows])
+
+
+def switch_active_version(*, version_id: int) -> None:
+    """Make ``version_id`` the active backbone version in one transaction, retiring the previous one."""
+    switch_together(version=ModelVersion.objects.get(pk=version_id), rows=[])

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
-from backbone import services
-
-logger = logging.getLogger(__name__)
+from backbone import jobs, services
 
 
 @shared_task(name="backbone.run_training_job", acks_late=False)
 def run_training_job(job_id: int) -> None:
-    services.run_training_job(job_id=job_id)
+    """Run one training job; a job that fails is reported as a failed Celery task too."""
+    job = jobs.run_training_job(job_id=job_id)
+    if job is not None and job.status == job.Status.FAILED:
+        raise RuntimeError(f"training job {job_id} failed: {job.error}")
 
 
 @shared_task(name="backbone.embed_version")
@@ -23,4 +22,4 @@ def embed_version(version_id: int) -> None:
 
 @shared_task(name="backbone.reap_stale_jobs")
 def reap_stale_jobs() -> int:
-    return services.reap_stale_jobs()
+    return jobs.reap_stale_jobs()

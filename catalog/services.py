@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from backbone.queue import enqueue_on_commit
 from catalog.models import Customer, Event, Product, StorefrontKey, hash_key
 
 logger = logging.getLogger(__name__)
@@ -24,12 +25,8 @@ def schedule_product_embeddings(*, product_ids: list[int]) -> None:
 
     Call inside the transaction that wrote the products.
     """
-    if not product_ids:
-        return
-    from catalog.tasks import embed_products
-
-    ids = list(product_ids)
-    transaction.on_commit(lambda: embed_products.delay(ids))
+    if product_ids:
+        enqueue_on_commit("catalog.embed_products", list(product_ids))
 
 
 def embed_products(*, product_ids: list[int]) -> int:

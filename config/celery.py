@@ -1,4 +1,4 @@
-"""The Celery app: queues ``default`` and ``training``, JSON only, state in the database."""
+"""The Celery app: queues ``default``, ``bulk`` and ``training``, JSON only, state in the database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("training"))
+app.conf.task_queues = (Queue("default"), Queue("bulk"), Queue("training"))
 
 
 def database_broker_url() -> str:

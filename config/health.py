@@ -1,4 +1,5 @@
-"""``/api/v1/health``: checks the database, the broker and the loaded model."""
+"""``/api/v1/health``: checks the database, the broker and the loaded model, and says what is still
+being prepared (training jobs, embeddings) with progress."""
 
 from __future__ import annotations
 
@@ -40,7 +41,16 @@ def check_model() -> dict:
     return {"version": version.name, "dim": int(vector.shape[1]), "device": str(encoder.device)}
 
 
-CHECKS = {"database": check_database, "broker": check_broker, "model": check_model}
+def check_preparing() -> dict:
+    """Not a failure: what is still being prepared (training, embedding), so that a fresh platform's
+    first answers (out of scope, unranked) are explained."""
+    from backbone.services import preparing
+
+    work = preparing()
+    return {"ready": not work, "work": work}
+
+
+CHECKS = {"database": check_database, "broker": check_broker, "model": check_model, "preparing": check_preparing}
 
 
 class HealthView(APIView):

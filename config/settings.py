@@ -136,10 +136,13 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Training jobs go to their own queue (a worker with one process, so they never run two at once).
+# Three queues, each with its own worker: ``training`` (one process, so jobs never run two at once),
+# ``bulk`` (re-embedding a whole catalogue for a version: minutes) and ``default`` (small, quick work
+# that makes an app usable: new intents' prototypes, a few new products' embeddings), which bulk
+# work can then never hold up.
 CELERY_TASK_ROUTES = {
-    name: {"queue": "training"}
-    for name in ("backbone.run_training_job", "recommend.train", "ads.train_ctr", "search.train_ranker")
+    "backbone.run_training_job": {"queue": "training"},
+    "backbone.embed_version": {"queue": "bulk"},
 }
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600 - 60)

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export STATE_DIR=${STATE_DIR:-$PWD/var}
-for name in web worker-default worker-training; do
+for name in web worker-default worker-bulk worker-training; do
   pidfile="$STATE_DIR/run/$name.pid"
   if [ -f "$pidfile" ]; then
     kill "$(cat "$pidfile")" 2>/dev/null && echo "stopped $name"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Install and start the whole platform on this machine: embedded PostgreSQL (pgvector, pg_trgm),
 # migrations, a Celery worker per queue (with beat), and the web server on 127.0.0.1:8000.
-# With --data-dir DIR, also imports every dataset found in DIR (folders named as in ../shared/data).
-# Usage: platform/up.sh [--data-dir DIR] [--port 8000]
+# With --data-dir DIR, also imports every dataset found in DIR (folders named as in ../shared/data)
+# and then, once the platform serves, enqueues `manage.py train` (every app with data) in the
+# background: progress in the admin (Training jobs) and in $STATE_DIR/log/train.log.
+# Usage: platform/up.sh [--data-dir DIR] [--no-train] [--port 8000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_DIR=""; PORT=${PORT:-8000}
+DATA_DIR=""; PORT=${PORT:-8000}; TRAIN=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) DATA_DIR=$(cd "$2" && pwd); shift 2 ;;
     --port) PORT=$2; shift 2 ;;
+    --no-train) TRAIN=0; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +45,8 @@ fi
 celery -A config worker -Q default -n "default@%h" --concurrency 2 -B \
   --schedule "$STATE_DIR/run/celerybeat-schedule" --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-default.log" --pidfile "$STATE_DIR/run/worker-default.pid" --detach
+celery -A config worker -Q bulk -n "bulk@%h" --concurrency 1 --loglevel INFO \
+  --logfile "$STATE_DIR/log/worker-bulk.log" --pidfile "$STATE_DIR/run/worker-bulk.pid" --detach
 celery -A config worker -Q training -n "training@%h" --concurrency 1 --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-training.log" --pidfile "$STATE_DIR/run/worker-training.pid" --detach
 gunicorn config.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --daemon \
@@ -51,6 +56,11 @@ for _ in $(seq 1 60); do
   if curl -fsS "http://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1; then
     echo "platform is up: http://127.0.0.1:$PORT/admin/  API docs: http://127.0.0.1:$PORT/api/v1/docs"
     echo "credentials (printed once on first start): $STATE_DIR/credentials.json; logs: $STATE_DIR/log/; stop: platform/down.sh"
+    if [ -n "$DATA_DIR" ] && [ "$TRAIN" = 1 ]; then
+      # serving already; the training worker trains every app with data, then switches them together
+      nohup python manage.py train --unless-trained > "$STATE_DIR/log/train.log" 2>&1 &
+      echo "training every app with data in the background (admin: Training jobs; log: $STATE_DIR/log/train.log)"
+    fi
     exit 0
   fi
   sleep 1

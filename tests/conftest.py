@@ -67,12 +67,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_active_version(db, tiny_model_dir):
     """Make the tiny model the active backbone version (instead of the packaged one)."""
     from backbone.models import ModelVersion
-    from backbone.services import _ENCODER_CACHE, _LOADED
+    from backbone.services import reset_caches
 
     ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE).update(state=ModelVersion.State.RETIRED)
     version = ModelVersion.objects.create(name="tiny", path=str(tiny_model_dir), state=ModelVersion.State.ACTIVE)
-    _ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)
-    _LOADED.clear()
+    reset_caches()
     yield version
-    _ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)
-    _LOADED.clear()
+    reset_caches()

@@ -33,7 +33,7 @@ def test_invalid_training_request_gets_field_messages(staff_client):
 
 
 def test_staff_lists_and_activates_model_versions(staff_client, tiny_model_dir, django_capture_on_commit_callbacks):
-    version = ModelVersion.objects.create(name="candidate", path=str(tiny_model_dir))
+    version = ModelVersion.objects.create(name="candidate", path=str(tiny_model_dir), state=ModelVersion.State.READY)
     assert staff_client.get("/api/v1/model-versions").status_code == 200
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff_client.post(f"/api/v1/model-versions/{version.pk}/activate")

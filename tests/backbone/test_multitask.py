@@ -65,7 +65,7 @@ def test_two_tasks_fine_tune_one_shared_encoder(tiny_model_dir):
     result = MultiTaskTrainer(
         encoder,
         tasks,
-        TrainingConfig(epochs=4, batch_size=16, lr=1e-4, head_lr=1e-2),
+        TrainingConfig(epochs=4, batch_size=16, lr=1e-4, head_lr=1e-2, baselines=True),
         progress=lambda fraction, message: seen.append(fraction),
     ).fit()
     after = encoder.state_dict()
