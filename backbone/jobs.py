@@ -204,8 +204,8 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
 
 def _run_plan(job: TrainingJob, progress: Progress, should_stop) -> tuple[ModelVersion, list[TrainedModel]]:
     """Fine-tune (if planned), embed, fit each app; activate everything together unless told not to."""
-    params = job.parameters
-    plan = plan_training(params)
+    plan = plan_training(job.parameters)
+    params = {**{k: v for t in plan.apps for k, v in t.parameters.items()}, **job.parameters}
     for app, reason in plan.skipped.items():
         progress(0.0, f"skipping {app}: {reason}")
     progress(0.0, f"apps {[t.app for t in plan.apps]}; backbone tasks {plan.tasks or 'none (active backbone)'}")
@@ -216,7 +216,7 @@ def _run_plan(job: TrainingJob, progress: Progress, should_stop) -> tuple[ModelV
         else services.get_active_version()
     )
     try:
-        rows = _fit_apps(job, plan, version, tune_end, progress, should_stop)
+        rows = _fit_apps(job, plan, params, version, tune_end, progress, should_stop)
     except BaseException as exc:
         if version.training_job_id == job.pk:  # the new version never served: it failed with the job
             lifecycle.fail(ModelVersion, pk=version.pk, error=f"its training job failed: {type(exc).__name__}: {exc}")
@@ -225,10 +225,9 @@ def _run_plan(job: TrainingJob, progress: Progress, should_stop) -> tuple[ModelV
 
 
 def _fit_apps(
-    job: TrainingJob, plan: Plan, version: ModelVersion, start: float, progress: Progress, should_stop
+    job: TrainingJob, plan: Plan, params: dict, version: ModelVersion, start: float, progress: Progress, should_stop
 ) -> list[TrainedModel]:
     """Embed for ``version`` (when new), fit each planned app on it, and switch (unless ``activate`` is false)."""
-    params = job.parameters
     new = version.training_job_id == job.pk
     embed_end = start + 0.1 if new else start
     if new:
@@ -253,8 +252,12 @@ def _fit_apps(
 
 
 def fine_tune(job_id: int, params: dict[str, Any], tasks: list[str], progress: Progress, should_stop) -> ModelVersion:
-    """One multi-task fine-tune of the active backbone with ``tasks``; return the new (ready) version."""
-    base = services.get_active_version()
+    """One multi-task fine-tune of the base encoder with ``tasks``; return the new (ready) version.
+
+    Always from the base (``BACKBONE_BASE_MODEL`` or the packaged MiniLM), as ``evaluate`` trains:
+    retraining never compounds earlier fine-tunes, and every head is trained anew anyway.
+    """
+    base = services.ensure_base_version()
     progress(0.0, f"fine-tuning backbone {base.name} with tasks {tasks}")
     built = [registry.TASK_FACTORIES[name](params) for name in tasks]
     encoder = services.load_encoder(base)

@@ -10,7 +10,7 @@ Apps register in their ``AppConfig.ready``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 TASK_FACTORIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
@@ -59,7 +59,9 @@ class AppTrainer:
       ``version`` (its embeddings are complete; it is not necessarily active yet) and returns the
       row (a :class:`~backbone.models.TrainedModel`, state ready) or None when the backbone heads
       are all the app serves; raises on failure. ``progress(fraction, message)`` reports progress.
-      The job activates every returned row together with the backbone version.
+      The job activates every returned row together with the backbone version;
+    - ``parameters``: the app's default job parameters (e.g. the intent recipe's epochs and rates);
+      a job merges those of its apps in order, and what the caller passed overrides them.
     """
 
     app: str
@@ -67,6 +69,7 @@ class AppTrainer:
     fine_tunes: bool
     data: Callable[[], str]
     fit: Callable[..., Any] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def register_app(trainer: AppTrainer) -> None:

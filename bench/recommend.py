@@ -2,8 +2,8 @@
 
 ``python bench/recommend.py [--data-dir ../shared/data] [--state-dir /tmp/state-recommend-bench]``
 
-Prepares its own STATE_DIR (Online Retail: ~4k products, ~400k events), trains a recommender
-in-process (``manage.py train_recommender``), starts gunicorn (2 workers x 4 threads) and measures:
+Prepares its own STATE_DIR (Online Retail: ~4k products, ~400k events), trains the served
+recommender in-process (``manage.py train recommend --inline``), starts gunicorn (2 workers x 4 threads) and measures:
 
 - ``for_you``: ``GET /api/v1/recommend/customers/{id}?k=10`` for real customers, 8 concurrent
   keep-alive clients, against ``popular`` (``GET /api/v1/recommend/popular?k=10``, the
@@ -39,11 +39,14 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 SAMPLE = r"""
 import json, random
+from backbone import lifecycle
 from catalog.models import Customer, Product
+from recommend.models import RecommenderModel
 customers = list(Customer.objects.filter(external_id__startswith="or-", events__isnull=False).distinct().values_list("external_id", flat=True))
 skus = list(Product.objects.filter(sku__startswith="or-", events__isnull=False).distinct().values_list("sku", flat=True))
 rng = random.Random(7)
-print(json.dumps({"customers": rng.sample(sorted(customers), min(300, len(customers))), "skus": rng.sample(sorted(skus), min(300, len(skus)))}))
+model = lifecycle.active(RecommenderModel)
+print(json.dumps({"customers": rng.sample(sorted(customers), min(300, len(customers))), "skus": rng.sample(sorted(skus), min(300, len(skus))), "model": {"name": model.name, "metrics": model.metrics}}))
 """
 
 
@@ -113,7 +116,7 @@ def main() -> None:
 
     began = time.monotonic()
     prepare_state(args.state_dir, ["online_retail"], args.data_dir)
-    trained = json.loads(manage(args.state_dir, "train_recommender").strip().splitlines()[-1])
+    manage(args.state_dir, "train", "recommend", "--inline")
     sample = json.loads(manage(args.state_dir, "shell", "-c", SAMPLE).strip().splitlines()[-1])
     setup_s = round(time.monotonic() - began, 1)
 
@@ -134,7 +137,7 @@ def main() -> None:
     report = {
         "bench": "recommend",
         "dataset": "online_retail",
-        "model": {"name": trained["name"], "holdout": trained["metrics"].get("model")},
+        "model": sample["model"],
         "concurrency": 8,
         "server": "gunicorn 2 workers x 4 threads",
         **results,

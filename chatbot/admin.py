@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
-from backbone.services import TrainingError
+from backbone.services import TrainingError, start_training_job
 from chatbot import services
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
 
@@ -18,14 +18,16 @@ class IntentAdmin(admin.ModelAdmin):
     search_fields = ["name", "answer"]
     actions = ["retrain", "refresh_prototypes"]
 
-    @admin.action(description="Retrain the backbone on the selected intents' dataset (then activate)")
+    @admin.action(description="Retrain the chatbot on the selected intents' dataset (then activate)")
     def retrain(self, request, queryset):
+        """The training job of ``manage.py train chatbot``, on one dataset's intents and the taught ones."""
         datasets = sorted({d for d in queryset.values_list("dataset", flat=True) if d})
         if len(datasets) > 1:
             self.message_user(request, f"Choose intents of one dataset (got {datasets}).", messages.ERROR)
             return
+        parameters = services.training_parameters(dataset=datasets[0] if datasets else "")
         try:
-            job = services.start_intent_training(dataset=datasets[0] if datasets else "", user=request.user)
+            job = start_training_job(apps=["chatbot"], parameters=parameters, user=request.user)
         except TrainingError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return

@@ -1,3 +1,5 @@
+"""The chatbot app: its importers, training task, evaluator and what ``manage.py train chatbot`` trains."""
+
 from django.apps import AppConfig
 
 
@@ -8,11 +10,20 @@ class ChatbotConfig(AppConfig):
     def ready(self) -> None:
         from backbone import registry
         from catalog import importers
-        from chatbot import evaluation
+        from chatbot import evaluation, services
         from chatbot.importers import import_banking77, import_clinc150
-        from chatbot.services import build_intent_task
 
         importers.register("banking77", import_banking77)
         importers.register("clinc150", import_clinc150)
-        registry.register_task("intents", build_intent_task)
+        registry.register_task("intents", services.build_intent_task)
         registry.register_evaluator("intents", ("banking77", "clinc150"), evaluation.run)
+        registry.register_app(
+            registry.AppTrainer(
+                app="chatbot",
+                tasks=("intents",),
+                fine_tunes=True,
+                data=services.training_summary,
+                fit=services.fit_for_version,
+                parameters=services.training_parameters(),  # the intent recipe, as evaluate intents trains
+            )
+        )

@@ -2,14 +2,15 @@
 
 Trains on A (``train.csv``; for clinc150 also ``val.csv``), measures once on B's ``test.csv``.
 The project's model: the backbone fine-tuned through the shared multi-task trainer with the
-chatbot's intent task (prototype mix, temperature and out-of-scope threshold fitted on the
-validation split: 5% of A's train.csv for banking77, A's val.csv for clinc150), measured with
-the encoder that chat serves with (the int8 copy while ``CHATBOT_INT8_ENCODER`` is on; the other
-one is reported under ``components``; ``--set int8_encoder=false`` measures float). Baselines from
-the same run: TF-IDF + logistic regression, the frozen packaged encoder + logistic regression, and
-plain fine-tuning (``--set plain_epochs=4``; 0 skips it: the same trainer and head without the
-recipe's additions). Also measured: adding intents as prototypes from 10 examples each without
-retraining.
+chatbot's intent task and recipe (prototype mix, temperature and out-of-scope threshold fitted on
+the validation split: 5% of A's train.csv for banking77, A's val.csv for clinc150), measured as
+chat answers (:func:`predict`): each message encoded alone by the encoder chat serves with (the
+int8 copy while ``CHATBOT_INT8_ENCODER`` is on; the other one is reported under ``components``;
+``--set int8_encoder=false`` measures float), a message under the threshold answered out of scope.
+Baselines from the same run: TF-IDF + logistic regression, the frozen packaged encoder + logistic
+regression, and plain fine-tuning (``--set plain_epochs=4``; 0 skips it: the same trainer and head
+without the recipe's additions). Also measured: adding intents as prototypes from 10 examples each
+without retraining.
 """
 
 from __future__ import annotations
@@ -30,17 +31,21 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from backbone.encoder import Encoder
-from backbone.multitask import MultiTaskTrainer, TrainingConfig
+from backbone.multitask import MultiTaskTrainer, TrainingConfig, TrainingResult
 from backbone.services import base_model_path
 from chatbot.importers import OUT_OF_SCOPE
 from chatbot.ml import (
     RECIPE,
+    TASK_PARAMETERS,
     IntentClassifier,
     IntentTask,
+    Prediction,
     class_prototypes,
+    encode_messages,
     intent_metrics,
     label_metrics,
     out_of_scope_metrics,
+    prediction_metrics,
     stratified_sample,
     stratified_split,
 )
@@ -48,19 +53,31 @@ from chatbot.ml import (
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN = {"banking77": "category", "clinc150": "intent"}
-# The training recipe is chatbot.ml.RECIPE (picked on a dev split carved from the train side:
-# split_intents on OUT/train, 6,405 rows, 1,600 dev-test rows; never on the reported test).
+# The training recipe is chatbot.ml.RECIPE; the encoder reads BACKBONE_MAX_LENGTH tokens, as in training jobs.
 DEFAULTS = {
     **RECIPE,
-    "max_length": 64,
     "layer_decay": 1.0,
     "new_intents": 5,
     "new_intent_examples": 10,
     "plain_epochs": 4,  # the issue's reference: plain full fine-tuning of MiniLM for 4 epochs
 }
+REPORTED_TRAINING = (
+    "epochs",
+    "lr",
+    "head_lr",
+    "batch_size",
+    "max_length",
+    "label_smoothing",
+    "layer_decay",
+    "val_fraction",
+    "lexical_weight",
+    "review_quantile",
+    "freeze_word_embeddings",
+)
+Examples = tuple[list[str], list[str]]
 
 
-def read_examples(path: Path, label_column: str) -> tuple[list[str], list[str]]:
+def read_examples(path: Path, label_column: str) -> Examples:
     """(texts, labels) of a CSV with ``text`` and ``label_column`` (texts stripped, empty rows skipped)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} not found")
@@ -81,14 +98,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Train on ``train_dir``, measure on ``test_dir``; see the module docstring."""
-    opts = {
-        **DEFAULTS,
-        "int8_encoder": settings.CHATBOT_INT8_ENCODER,  # measure what chat serves with
-        **{k: v for k, v in options.items() if v is not None},
-    }
-    seed = int(opts.get("seed", 7))
+def read_split(
+    dataset: str, train_dir: Path, test_dir: Path, opts: dict[str, Any], seed: int
+) -> tuple[Examples, Examples | None, Examples]:
+    """(train, val or None, test) examples, capped by ``max_examples`` / ``limit_queries`` (stratified)."""
     column = LABEL_COLUMN[dataset]
     train = read_examples(train_dir / "train.csv", column)
     val = read_examples(train_dir / "val.csv", column) if dataset == "clinc150" else None
@@ -99,67 +112,86 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
     if opts.get("limit_queries"):
         keep = stratified_sample(test[1], int(opts["limit_queries"]), seed)
         test = ([test[0][i] for i in keep], [test[1][i] for i in keep])
-    oos = OUT_OF_SCOPE if dataset == "clinc150" else None
+    return train, val, test
 
+
+def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Train on ``train_dir``, measure on ``test_dir``; see the module docstring."""
+    opts = {
+        **DEFAULTS,
+        "max_length": settings.BACKBONE_MAX_LENGTH,
+        "int8_encoder": settings.CHATBOT_INT8_ENCODER,  # measure what chat serves with
+        **{k: v for k, v in options.items() if v is not None},
+    }
+    seed = int(opts.get("seed", 7))
+    train, val, test = read_split(dataset, train_dir, test_dir, opts, seed)
+    oos = OUT_OF_SCOPE if dataset == "clinc150" else None
     task = intent_task(train, val, oos, opts, seed)
     encoder = base_encoder(opts)
-    log(
-        f"{dataset}: {len(task.train_texts)} train, {len(task.val_texts)} val, {len(test[0])} test; device {encoder.device}"
-    )
+    log(f"{dataset}: {len(task.train_texts)} train, {len(task.val_texts)} val, {len(test[0])} test; {encoder.device}")
+    baselines = measure_baselines(encoder, task, (train, val, test), oos, opts, seed)
 
+    classifier, result = train_model(encoder, task, opts, seed)
+    served = served_encoder(encoder, int8=bool(opts["int8_encoder"]))
     started = time.monotonic()
-    baselines = {"tfidf_logreg": tfidf_baseline(task, test, oos)}
-    log(f"tfidf baseline {baselines['tfidf_logreg']} ({time.monotonic() - started:.0f}s)")
-    baselines["frozen_encoder_logreg"] = frozen_baseline(encoder, task, test, oos)
-    log(f"frozen baseline {baselines['frozen_encoder_logreg']} ({time.monotonic() - started:.0f}s)")
-
-    if float(opts["plain_epochs"]) > 0:
-        baselines["plain_fine_tune"] = plain_fine_tune(train, val, test, oos, opts, seed)
-        log(f"plain fine-tune {baselines['plain_fine_tune']} ({time.monotonic() - started:.0f}s)")
-
-    result = MultiTaskTrainer(encoder, [task], training_config(opts, seed), progress=progress).fit()
-    head = result.heads["intents"]
-    classifier = IntentClassifier.from_head(head, task.head_config())
-    served = "int8" if opts["int8_encoder"] else "float"
-    embeddings = {
-        "float": encoder.encode(test[0], batch_size=128),
-        "int8": encoder.quantized().encode(test[0], batch_size=128),
-    }
-    test_emb = embeddings[served]
-    metrics = intent_metrics(classifier, test_emb, test[1], test[0])
-    new_intent = new_intent_trial(encoder, classifier, task, test, test_emb, opts, seed)
+    predictions, test_emb = predict(classifier, served, test[0])
+    log(f"predicted {len(test[0])} test messages one at a time ({time.monotonic() - started:.0f}s)")
+    served_name = "float" if served is encoder else "int8"
     return {
         "n": len(test[0]),
-        "metrics": metrics,
-        "served_encoder": served,
-        "components": components(classifier, test, embeddings, served),
+        "metrics": prediction_metrics(predictions, test[1], classifier.oos_label),
+        "served_encoder": served_name,
+        "components": components(classifier, test, encoder, test_emb, served_name),
         "baselines": baselines,
         "validation": result.metrics["intents"],
         "calibration": task.calibration,
-        "new_intent_without_retraining": new_intent,
+        "new_intent_without_retraining": new_intent_trial(encoder, classifier, task, test, test_emb, opts, seed),
         "training": {
             "steps": result.steps,
             "train_seconds": result.seconds,
             "steps_per_second": round(result.steps / max(result.seconds, 1e-9), 3),
             "device": str(encoder.device),
             "torch_threads": torch.get_num_threads(),
-            **{
-                k: opts[k]
-                for k in (
-                    "epochs",
-                    "lr",
-                    "head_lr",
-                    "batch_size",
-                    "max_length",
-                    "label_smoothing",
-                    "layer_decay",
-                    "val_fraction",
-                    "lexical_weight",
-                    "freeze_word_embeddings",
-                )
-            },
+            **{k: opts[k] for k in REPORTED_TRAINING},
         },
     }
+
+
+def train_model(
+    encoder: Encoder, task: IntentTask, opts: dict[str, Any], seed: int
+) -> tuple[IntentClassifier, TrainingResult]:
+    """Fine-tune ``encoder`` in place with the intent task and the recipe, as a training job does;
+    return the classifier that chat would build from the saved head, and the trainer's result."""
+    result = MultiTaskTrainer(encoder, [task], training_config(opts, seed), progress=progress).fit()
+    return IntentClassifier.from_head(result.heads["intents"], task.head_config()), result
+
+
+def served_encoder(encoder: Encoder, *, int8: bool) -> Encoder:
+    """The encoder chat would serve ``encoder``'s weights with: an int8 copy on the CPU when
+    ``int8`` (as ``backbone.services.active_int8_encoder``), else ``encoder`` itself."""
+    return encoder.quantized() if int8 and encoder.device.type == "cpu" else encoder
+
+
+def predict(classifier: IntentClassifier, encoder: Encoder, texts: list[str]) -> tuple[list[Prediction], np.ndarray]:
+    """What chat answers for each of ``texts`` (as ``POST /api/v1/chat/messages``), and their embeddings."""
+    embeddings = encode_messages(encoder, texts)
+    return classifier.predict(embeddings, texts), embeddings
+
+
+def measure_baselines(
+    encoder: Encoder, task: IntentTask, split: tuple, oos: str | None, opts: dict[str, Any], seed: int
+) -> dict[str, dict[str, Any]]:
+    """The same run's baselines on the test split (before ``encoder`` is fine-tuned)."""
+    train, val, test = split
+    started = time.monotonic()
+    baselines = {"tfidf_logreg": tfidf_baseline(task, test, oos)}
+    log(f"tfidf baseline {baselines['tfidf_logreg']} ({time.monotonic() - started:.0f}s)")
+    baselines["frozen_encoder_logreg"] = frozen_baseline(encoder, task, test, oos)
+    log(f"frozen baseline {baselines['frozen_encoder_logreg']} ({time.monotonic() - started:.0f}s)")
+    if float(opts["plain_epochs"]) > 0:
+        baselines["plain_fine_tune"] = plain_fine_tune(train, val, test, oos, opts, seed)
+        log(f"plain fine-tune {baselines['plain_fine_tune']} ({time.monotonic() - started:.0f}s)")
+    return baselines
 
 
 def progress(fraction: float, message: str) -> None:
@@ -168,8 +200,8 @@ def progress(fraction: float, message: str) -> None:
 
 def intent_task(train, val, oos: str | None, opts: dict[str, Any], seed: int, **overrides: float) -> IntentTask:
     """The intent task from the evaluation options (``overrides`` win); the same seed carves the same split."""
-    task_options = {k: float(opts[k]) for k in ("val_fraction", "label_smoothing", "lexical_weight")} | overrides
-    return IntentTask(train, val, seed=seed, oos_label=oos, run_baselines=False, **task_options)
+    task_options = {k: float(opts[k]) for k in TASK_PARAMETERS} | overrides
+    return IntentTask(train, val, seed=seed, oos_label=oos, **task_options)
 
 
 def base_encoder(opts: dict[str, Any]) -> Encoder:
@@ -219,18 +251,18 @@ def plain_fine_tune(train, val, test, oos: str | None, opts: dict[str, Any], see
 
 
 def components(
-    classifier: IntentClassifier, test: tuple[list[str], list[str]], embeddings: dict[str, np.ndarray], served: str
+    classifier: IntentClassifier, test: Examples, encoder: Encoder, served_emb: np.ndarray, served: str
 ) -> dict:
     """Every metric with the encoder not served (``float_encoder`` or ``int8_encoder``); test
     accuracy of the fine-tuned head without the lexical model, and of the lexical model alone."""
     gold = np.asarray(test[1])
-    out = {
-        f"{name}_encoder": intent_metrics(classifier, emb, test[1], test[0])
-        for name, emb in embeddings.items()
-        if name != served
-    }
+    if served == "int8":
+        other = encoder.encode(test[0], batch_size=128)  # a float encoder's embeddings do not depend on the batch
+    else:
+        other = encode_messages(encoder.quantized(), test[0])
+    out = {f"{'float' if served == 'int8' else 'int8'}_encoder": intent_metrics(classifier, other, test[1], test[0])}
     dense = dataclasses.replace(classifier, lexical=None, lexical_weight=0.0)
-    out["fine_tuned_without_lexical"] = accuracy(dense.all_labels, dense.logits(embeddings[served]), gold)
+    out["fine_tuned_without_lexical"] = accuracy(dense.all_labels, dense.logits(served_emb), gold)
     if classifier.lexical is not None:
         out["lexical_alone"] = accuracy(classifier.labels, classifier.lexical.log_proba(test[0]), gold)
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from catalog.importers import DatasetError, ImportOptions, insert_new, read_csv, text_field
 from chatbot.models import Intent, IntentExample
+from chatbot.services import schedule_prototypes
 
 OUT_OF_SCOPE = "oos"  # CLINC150's label for messages no intent covers
 
@@ -73,7 +74,9 @@ def save_examples(dataset: str, examples: list[Example], options: ImportOptions)
     Intent names are unique across datasets, so an intent whose name another dataset already
     owns is stored as ``<dataset>:<name>`` (BANKING77 and CLINC150 share ``exchange_rate``: the
     dataset imported second gets the prefix). Training filters by ``Intent.dataset``, so labels
-    stay consistent within one dataset. Call inside a transaction.
+    stay consistent within one dataset. New examples get their intents' prototypes on the active
+    backbone in the background (on commit), so the intents answer before any training. Call
+    inside a transaction.
     """
     domains: dict[str, str] = {}
     for example in examples:
@@ -100,6 +103,8 @@ def save_examples(dataset: str, examples: list[Example], options: ImportOptions)
         options,
         stored=IntentExample.objects.filter(intent__dataset=dataset),
     )
+    if created_examples:
+        schedule_prototypes()
     return {"intents": created_intents, "examples": created_examples}
 
 

@@ -50,13 +50,19 @@ class IntentPrototype(models.Model):
     """Mean embedding of an intent's examples under one backbone version.
 
     Serves intents that the version's trained head does not know (added after training), so a
-    new intent answers within seconds; the next fine-tune folds it into the head.
+    new intent answers within seconds; the next fine-tune folds it into the head. Before any
+    training, ``threshold`` says how similar a message must be to count as any such intent.
     """
 
     intent = models.ForeignKey(Intent, on_delete=models.CASCADE, related_name="prototypes")
     version = models.ForeignKey("backbone.ModelVersion", on_delete=models.CASCADE, related_name="+")
     embedding = VectorField(dimensions=384)
     n_examples = models.PositiveIntegerField()
+    threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Cosine under which a message is unlike the examples (leave-one-out); empty with one example.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

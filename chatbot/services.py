@@ -1,4 +1,5 @@
-"""Chatbot operations: classify and answer messages, review them, teach new intents, retrain."""
+"""Chatbot operations: classify and answer messages, review them, teach new intents, and the
+chatbot's part of a training job (what it trains on; its prototypes on a new backbone version)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from backbone import services as backbone_services
-from backbone.models import ModelVersion, TrainingJob
-from chatbot.ml import RECIPE, IntentClassifier, IntentTask, class_prototypes, stratified_sample
+from backbone.models import ModelVersion
+from backbone.queue import enqueue_on_commit
+from chatbot.ml import (
+    RECIPE,
+    TASK_PARAMETERS,
+    IntentClassifier,
+    IntentTask,
+    Prediction,
+    class_prototypes,
+    encode_messages,
+    similarity_threshold,
+    stratified_sample,
+)
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
 
 logger = logging.getLogger(__name__)
@@ -32,6 +44,36 @@ _CLASSIFIERS: dict[tuple, IntentClassifier | None] = {}
 _REFRESH_ASKED: set[int] = set()
 
 
+# --- training ---------------------------------------------------------------------------------
+
+
+def training_examples(dataset: str = "") -> QuerySet[IntentExample]:
+    """Training and validation examples of the intent head: every dataset's, or ``dataset``'s and
+    the operators' (intents without a dataset)."""
+    rows = IntentExample.objects.all()
+    if dataset:
+        rows = rows.filter(intent__dataset__in=[dataset, ""])
+    return rows
+
+
+def training_summary() -> str:
+    """One line on what the intent head would train on; "" with fewer than two intents (a single
+    taught intent is served by its prototype: a head over one label would answer it for everything)."""
+    per_dataset = (
+        training_examples()
+        .filter(split=IntentExample.Split.TRAIN)
+        .values("intent__dataset")
+        .annotate(intents=Count("intent", distinct=True), examples=Count("id"))
+        .order_by("intent__dataset")
+    )
+    if sum(row["intents"] for row in per_dataset) < 2:
+        return ""
+    return "; ".join(
+        f"{row['intent__dataset'] or 'taught'}: {row['intents']} intents, {row['examples']:,} examples"
+        for row in per_dataset
+    )
+
+
 def build_intent_task(parameters: dict[str, Any]) -> IntentTask:
     """Build the intent task from stored examples (optionally one ``intent_dataset``).
 
@@ -40,9 +82,7 @@ def build_intent_task(parameters: dict[str, Any]) -> IntentTask:
     ``max_examples`` caps the training examples (stratified). Out-of-scope examples, where the
     dataset has them, train an out-of-scope class that the threshold complements.
     """
-    rows = IntentExample.objects.select_related("intent")
-    if parameters.get("intent_dataset"):
-        rows = rows.filter(intent__dataset__in=[parameters["intent_dataset"], ""])
+    rows = training_examples(parameters.get("intent_dataset", ""))
     train, val = ([], []), ([], [])
     oos_label = None
     for text, label, split, is_oos in rows.order_by("id").values_list(
@@ -69,27 +109,39 @@ def build_intent_task(parameters: dict[str, Any]) -> IntentTask:
         val if use_val else None,
         seed=seed,
         oos_label=oos_label,
-        **{k: float(parameters.get(k, RECIPE[k])) for k in ("val_fraction", "label_smoothing", "lexical_weight")},
+        **{k: float(parameters.get(k, RECIPE[k])) for k in TASK_PARAMETERS},
     )
 
 
-def start_intent_training(*, dataset: str = "", parameters: dict[str, Any] | None = None, user=None) -> TrainingJob:
-    """Queue a fine-tune of the backbone with the intent head (activated when it succeeds).
-
-    Side effects: a TrainingJob row and a Celery message on the training queue (on commit).
-    """
-    recipe = {k: RECIPE[k] for k in ("epochs", "lr", "head_lr", "batch_size", "freeze_word_embeddings")}
-    params = {**recipe, "activate": True, **(parameters or {})}
+def training_parameters(*, dataset: str = "") -> dict[str, Any]:
+    """The intent recipe's training parameters (``chatbot.ml.RECIPE``), for one ``dataset`` if given:
+    what the admin's Retrain passes to ``backbone.services.start_training_job``."""
+    params: dict[str, Any] = dict(RECIPE)
     if dataset:
         params["intent_dataset"] = dataset
-    return backbone_services.start_training_job(tasks=["intents"], parameters=params, user=user)
+    return params
+
+
+def fit_for_version(*, version: ModelVersion, parameters: dict[str, Any], job_id: int, progress) -> None:
+    """The chatbot's app step of a training job: prototypes on backbone ``version`` (not yet active)
+    for the intents its head does not know. Returns None: the head is in the version itself."""
+    progress(0.0, f"intent prototypes on {version.name}")
+    written = refresh_prototypes(version=version)
+    progress(1.0, f"{written} intent prototype(s) on {version.name}")
 
 
 # --- the serving classifier -----------------------------------------------------------------
 
 
 def head_folder(version: ModelVersion) -> Path:
+    """Where ``version`` keeps its trained intent head (absent when it was trained without one)."""
     return Path(version.path) / "heads" / "intents"
+
+
+def load_head(version: ModelVersion) -> IntentClassifier | None:
+    """The trained intent head of ``version``, or None."""
+    folder = head_folder(version)
+    return IntentClassifier.load(folder) if (folder / "config.json").exists() else None
 
 
 def _prototype_stamp(version: ModelVersion) -> tuple:
@@ -112,35 +164,35 @@ def classifier_for(version: ModelVersion) -> IntentClassifier | None:
     return classifier
 
 
+def reset_caches() -> None:
+    """Forget this process's classifiers (tests; after changing a version's files in place)."""
+    with _CACHE_LOCK:
+        _CLASSIFIERS.clear()
+        _REFRESH_ASKED.clear()
+
+
 def _build_classifier(version: ModelVersion) -> IntentClassifier | None:
-    head = IntentClassifier.load(head_folder(version)) if (head_folder(version) / "config.json").exists() else None
+    head = load_head(version)
     candidates = prototype_candidates(head)
-    rows = [
-        (name, np.asarray(vec, dtype=np.float32))
-        for name, vec in IntentPrototype.objects.filter(version=version, intent__in=candidates)
+    rows = list(
+        IntentPrototype.objects.filter(version=version, intent__in=candidates)
         .order_by("intent__name")
-        .values_list("intent__name", "embedding")
-    ]
+        .values_list("intent__name", "embedding", "threshold")
+    )
     if version.pk not in _REFRESH_ASKED and candidates.exclude(prototypes__version=version).exists():
         # e.g. a version activated after operators taught intents: let a worker embed them (once per process)
         _REFRESH_ASKED.add(version.pk)
-        transaction.on_commit(lambda: _enqueue_refresh(version.pk))
+        enqueue_on_commit("chatbot.refresh_prototypes", version.pk)
     if head is None and not rows:
         return None
-    labels = [name for name, _ in rows]
-    vectors = np.stack([vec for _, vec in rows]) if rows else np.zeros((0, 0), dtype=np.float32)
+    labels = [name for name, _, _ in rows]
+    vectors = np.stack([np.asarray(vec, dtype=np.float32) for _, vec, _ in rows]) if rows else None
     if head is None:
-        return IntentClassifier.from_prototypes(labels, vectors)
+        return IntentClassifier.from_prototypes(labels, vectors, [threshold for _, _, threshold in rows])
     return head.with_extra(labels, vectors) if rows else head
 
 
-def _enqueue_refresh(version_id: int) -> None:
-    from chatbot.tasks import refresh_prototypes as task
-
-    task.delay(version_id)
-
-
-def prototype_candidates(head: IntentClassifier | None):
+def prototype_candidates(head: IntentClassifier | None) -> QuerySet[Intent]:
     """Intents served by prototype: with a trained head, the operator's intents (no dataset) it
     does not know; without one, every in-scope intent with training examples."""
     intents = Intent.objects.filter(is_out_of_scope=False, examples__split=IntentExample.Split.TRAIN)
@@ -150,17 +202,17 @@ def prototype_candidates(head: IntentClassifier | None):
 
 
 def refresh_prototypes(*, version: ModelVersion | None = None, intent_ids: list[int] | None = None) -> int:
-    """Compute and store prototypes (mean example embedding) for ``version`` (default: active).
+    """Compute and store prototypes (mean example embedding, similarity threshold) on ``version``
+    (default: the active one), with that version's own encoder.
 
-    Only :func:`prototype_candidates`, and (without ``intent_ids``) only those lacking one. Side effects: upserts IntentPrototype rows. Returns how many were written.
+    Only :func:`prototype_candidates`, and (without ``intent_ids``) only those lacking one.
+    Side effects: upserts IntentPrototype rows. Returns how many were written.
     """
-    active, encoder = backbone_services.active_encoder()
     if version is None:
-        version = active
-    elif version.pk != active.pk:
-        encoder = backbone_services.load_encoder(version)
-    folder = head_folder(version)
-    intents = prototype_candidates(IntentClassifier.load(folder) if (folder / "config.json").exists() else None)
+        version, encoder = backbone_services.active_encoder()
+    else:
+        encoder = backbone_services.version_encoder(version)
+    intents = prototype_candidates(load_head(version))
     if intent_ids is not None:
         intents = intents.filter(pk__in=intent_ids)
     else:
@@ -172,12 +224,24 @@ def refresh_prototypes(*, version: ModelVersion | None = None, intent_ids: list[
             .order_by("-id")
             .values_list("text", flat=True)[:PROTOTYPE_EXAMPLES]
         )
-        vector = class_prototypes(encoder.encode(texts), [0] * len(texts), 1)[0]
+        embeddings = encoder.encode(texts)
         IntentPrototype.objects.update_or_create(
-            intent=intent, version=version, defaults={"embedding": vector, "n_examples": len(texts)}
+            intent=intent,
+            version=version,
+            defaults={
+                "embedding": class_prototypes(embeddings, [0] * len(texts), 1)[0],
+                "threshold": similarity_threshold(embeddings),
+                "n_examples": len(texts),
+            },
         )
         written += 1
     return written
+
+
+def schedule_prototypes() -> None:
+    """After commit, let a worker compute the missing prototypes on the active version (a small
+    task on the default queue: it makes imported intents answer before any training)."""
+    enqueue_on_commit("chatbot.refresh_prototypes", backbone_services.get_active_version().pk)
 
 
 @transaction.atomic
@@ -225,10 +289,10 @@ class Reply:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def classify_texts(texts: list[str]) -> tuple[ModelVersion, IntentClassifier | None, np.ndarray | None]:
-    """(active version, its classifier, calibrated probabilities over ``classifier.all_labels``).
+def predict_message(text: str) -> tuple[ModelVersion, Prediction | None]:
+    """(active version, what its classifier makes of ``text``; None when it has no classifier).
 
-    The texts are encoded by the int8 copy of the backbone when ``CHATBOT_INT8_ENCODER`` is on.
+    Encoded by the int8 copy of the backbone when ``CHATBOT_INT8_ENCODER`` is on.
     """
     if settings.CHATBOT_INT8_ENCODER:
         version, encoder = backbone_services.active_int8_encoder()
@@ -236,53 +300,46 @@ def classify_texts(texts: list[str]) -> tuple[ModelVersion, IntentClassifier | N
         version, encoder = backbone_services.active_encoder()
     classifier = classifier_for(version)
     if classifier is None:
-        return version, None, None
-    return version, classifier, classifier.predict_proba(encoder.encode(texts), texts)
+        return version, None
+    return version, classifier.predict(encode_messages(encoder, [text]), [text])[0]
+
+
+def decide(prediction: Prediction | None, intent: Intent | None) -> tuple[str, str, bool]:
+    """(outcome, answer, hand-off) for a prediction whose top label is the stored ``intent``: out
+    of scope (or no such intent stored) gets the fallback and a hand-off; top two within
+    ``CLARIFY_MARGIN`` a question; else the intent's answer."""
+    if prediction is None or prediction.intent is None or intent is None or intent.is_out_of_scope:
+        return Message.Outcome.OUT_OF_SCOPE, FALLBACK_ANSWER, True
+    ranked = prediction.ranked
+    if len(ranked) > 1 and ranked[0][1] - ranked[1][1] < CLARIFY_MARGIN:
+        question = CLARIFY_ANSWER.format(first=humanize(intent.name), second=humanize(ranked[1][0]))
+        return Message.Outcome.CLARIFY, question, False
+    return (
+        Message.Outcome.ANSWERED,
+        intent.answer or DEFAULT_ANSWER.format(label=humanize(intent.name)),
+        intent.hand_off,
+    )
 
 
 def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:
-    """Classify a shopper's message, decide the answer, store it in the conversation.
+    """Classify a shopper's message, decide the answer (:func:`decide`), store it in the conversation.
 
-    Out of scope (the out-of-scope class, or top probability under the threshold): fallback
-    answer and hand-off. Top two within ``CLARIFY_MARGIN``: ask which. Low confidence and
-    out-of-scope messages go to the review queue. Side effects: Conversation and Message rows.
+    Low-confidence and unanswered messages go to the review queue; the stored intent is the top
+    label, also when out of scope (what a reviewer confirms or corrects). Side effects:
+    Conversation and Message rows.
     """
-    version, classifier, probs = classify_texts([text])
-    alternatives: list[dict[str, Any]] = []
-    intent: Intent | None = None
-    confidence = 0.0
-    if classifier is None:
-        outcome = Message.Outcome.OUT_OF_SCOPE
-    else:
-        p = probs[0]
-        order = np.argsort(-p)[:4]
-        labels = classifier.all_labels
-        ranked = [(labels[i], round(float(p[i]), 4)) for i in order]
-        confidence = ranked[0][1]
-        by_name = Intent.objects.in_bulk([name for name, _ in ranked], field_name="name")
-        intent = by_name.get(ranked[0][0])
-        alternatives = [{"intent": name, "confidence": c} for name, c in ranked[1:4]]
-        if bool(classifier.is_out_of_scope(probs)[0]) or intent is None or intent.is_out_of_scope:
-            outcome = Message.Outcome.OUT_OF_SCOPE
-        elif len(ranked) > 1 and ranked[0][1] - ranked[1][1] < CLARIFY_MARGIN:
-            outcome = Message.Outcome.CLARIFY
-        else:
-            outcome = Message.Outcome.ANSWERED
-    if outcome == Message.Outcome.OUT_OF_SCOPE:
-        answer, hand_off = FALLBACK_ANSWER, True
-    elif outcome == Message.Outcome.CLARIFY:
-        answer = CLARIFY_ANSWER.format(first=humanize(intent.name), second=humanize(alternatives[0]["intent"]))
-        hand_off = False
-    else:
-        answer = intent.answer or DEFAULT_ANSWER.format(label=humanize(intent.name))
-        hand_off = intent.hand_off
+    version, prediction = predict_message(text)
+    predicted = Intent.objects.filter(name=prediction.ranked[0][0]).first() if prediction else None
+    outcome, answer, hand_off = decide(prediction, predicted)
+    confidence = prediction.confidence if prediction else 0.0
+    alternatives = [{"intent": name, "confidence": c} for name, c in (prediction.ranked[1:] if prediction else [])]
     needs_review = outcome != Message.Outcome.ANSWERED or confidence < REVIEW_CONFIDENCE
     with transaction.atomic():
         conversation, _ = Conversation.objects.get_or_create(storefront_key=storefront_key, session=session)
         message = Message.objects.create(
             conversation=conversation,
             text=text,
-            intent=intent,
+            intent=predicted,
             confidence=confidence,
             alternatives=alternatives,
             outcome=outcome,
@@ -294,7 +351,7 @@ def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return Reply(
         message_id=message.pk,
-        intent=None if outcome == Message.Outcome.OUT_OF_SCOPE else intent.name,
+        intent=None if outcome == Message.Outcome.OUT_OF_SCOPE else predicted.name,
         confidence=confidence,
         alternatives=alternatives,
         outcome=outcome,
@@ -305,6 +362,7 @@ def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:
 
 
 def humanize(label: str) -> str:
+    """An intent name as a shopper reads it (``clinc150:card_arrival`` -> ``card arrival``)."""
     return label.rsplit(":", 1)[-1].replace("_", " ")
 
 

@@ -6,54 +6,28 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+from backbone.admin import TrainedModelAdmin
+from backbone.services import TrainingError, start_training_job
 from catalog.models import Event
 from recommend import services
 from recommend.models import CustomerPreview, RecommenderModel, RepeatPolicy
 
 
 @admin.register(RecommenderModel)
-class RecommenderModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "state", "ndcg", "hit_rate", "coverage", "n_customers", "n_items", "created_at"]
-    list_filter = ["state", "kind", "created_at"]
-    search_fields = ["name"]
-    date_hierarchy = "created_at"
-    actions = ["activate", "train_new"]
-    readonly_fields = [f.name for f in RecommenderModel._meta.fields]
+class RecommenderModelAdmin(TrainedModelAdmin):
+    """Trained recommenders: the shared page shape (activate, roll back), plus a retrain action."""
 
-    def has_add_permission(self, request):
-        return False  # models come from training runs: use the "train a new model" action
+    extra_columns = ["n_customers", "n_items", "n_events"]
+    actions = ["activate", "roll_back", "retrain"]
 
-    def has_change_permission(self, request, obj=None):
-        return obj is None and super().has_change_permission(request, obj)
-
-    @admin.display(description="NDCG@10")
-    def ndcg(self, obj):
-        return obj.metric("ndcg@10")
-
-    @admin.display(description="HR@10")
-    def hit_rate(self, obj):
-        return obj.metric("hr@10")
-
-    @admin.display(description="coverage")
-    def coverage(self, obj):
-        return obj.metric("coverage")
-
-    @admin.action(description="Activate (serve this model)")
-    def activate(self, request, queryset):
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one model.", messages.ERROR)
-            return
+    @admin.action(description="Train a new recommender from the current events (a training job)")
+    def retrain(self, request, queryset):
         try:
-            row = services.activate_model(model_id=queryset.get().pk)
-        except services.RecommendError as exc:
+            job = start_training_job(apps=["recommend"], user=request.user)
+        except TrainingError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{row.name} now serves.")
-
-    @admin.action(description="Train a new model from the current events (background job)")
-    def train_new(self, request, queryset):
-        row = services.start_training()
-        self.message_user(request, f"{row.name} queued for training.")
+        self.message_user(request, f"Training job #{job.pk} queued; follow it under Training jobs.")
 
 
 @admin.register(RepeatPolicy)

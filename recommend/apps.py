@@ -1,3 +1,5 @@
+"""The recommend app: its evaluator, its backbone task and what ``manage.py train recommend`` trains."""
+
 from django.apps import AppConfig
 
 
@@ -7,7 +9,16 @@ class RecommendConfig(AppConfig):
 
     def ready(self) -> None:
         from backbone import registry
-        from recommend import evaluation, training
+        from recommend import evaluation, services, training
 
         registry.register_evaluator("recommend", evaluation.DATASETS, evaluation.run)
+        # Not in the shared fine-tune by default (``tasks=()``): its co-occurrence pairs would add an
+        # epoch of encoder steps over 20,000 text pairs to every full ``train`` on two CPU cores, and
+        # the served recommender uses text only as one of its ranker's features. A job that names
+        # ``recommend_items`` among its tasks still trains it.
         registry.register_task("recommend_items", training.build_task)
+        registry.register_app(
+            registry.AppTrainer(
+                app="recommend", tasks=(), fine_tunes=False, data=services.training_summary, fit=services.fit
+            )
+        )

@@ -1,6 +1,6 @@
 """Reading recommendation dataset folders (laid out like ``../shared/data/NAME/``) and splitting them.
 
-Pure Python + NumPy, no ORM: the evaluator and ``manage.py split_interactions`` work on the CSV
+Pure Python, no ORM: the evaluator and ``manage.py split_interactions`` work on the CSV
 files in memory.
 
 - ``movielens``: ``ratings.csv`` (every rating is an interaction), ``movies.csv`` (catalogue and
@@ -25,8 +25,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 DATASETS = ("movielens", "online_retail")
 PRODUCT_CODE = re.compile(r"^(\d|DCGS)")  # the catalogue importer's rule for real products
@@ -234,8 +232,3 @@ def held_out_targets(dataset: str, test: Interactions) -> dict[str, set[str]]:
         else:
             targets[user] = {i for _, i, _ in rows}
     return dict(targets)
-
-
-def time_array(values: list[float]) -> np.ndarray:
-    """Return times as a float64 array."""
-    return np.asarray(values, dtype=np.float64)

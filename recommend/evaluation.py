@@ -1,23 +1,27 @@
 """``manage.py evaluate recommend --dataset movielens|online_retail --train-dir A --test-dir B``.
 
-Trains every model on A's interactions (in memory, from the CSV files; the database is not
-used), then, for each customer of B, ranks ALL catalogue items (full ranking, no sampled
-negatives), with the customer's items in A removed, and scores the held-out item(s):
+Trains on A's interactions (in memory, from the CSV files; the database is not used) with the
+recipe ``manage.py train`` serves (:func:`recommend.ml.fit_recommender`, the same defaults), then,
+for each customer of B, scores every item with :func:`recommend.ml.rank_scores` (what the API
+calls), the customer's items in A removed, and scores the held-out item(s):
 
 - MovieLens: the held-out unit is the customer's last rating.
 - Online Retail: the held-out unit is the customer's last basket (its purchase lines); any of its
   items is a hit for HR@10; recall@10 = basket items in the top 10 / basket items. Items of the
-  basket the customer already has in A cannot be ranked (they are excluded) and are dropped from
-  the target; a customer whose whole basket is repeats is skipped (counted in ``skipped``).
+  basket the customer already has in A are dropped from the target; a customer whose whole
+  basket is repeats is skipped (counted in ``skipped``).
+
+Items are those with interactions in A, as on the platform; a held-out item that A never saw
+cannot be ranked by any model, but still counts in the customer's ideal DCG and recall.
 
 Metrics: ``hr@10``, ``ndcg@10`` (binary gain, ideal = min(|basket|, 10) hits), ``mrr`` (full
-ranking), ``recall@10``, ``coverage`` (distinct items in any top 10 / catalogue size). A customer
-with no history in A gets the popularity ranking from every model. ``segments.short`` repeats the
-metrics for customers with at most 5 events in A.
+ranking), ``recall@10``, ``coverage`` (distinct items in any top 10 / items). A customer with no
+history in A gets the model's recent popularity (the API's fallback), popularity from baselines.
+``segments.short`` repeats the metrics for customers with at most 5 events in A.
 
-Baselines (same run, same candidates): popularity, item-kNN, ALS (``implicit``), EASE and
-content-only (the un-tuned backbone's text embeddings). ``--set key=value`` overrides fields of
-:class:`recommend.ml.HybridConfig` and ``als_factors``/``als_alpha``/``als_regularization``,
+Baselines (same run, same items): popularity, item-kNN, ALS (``implicit``), EASE and content-only
+(the backbone's text embeddings of the text the platform embeds). ``--set key=value`` overrides
+fields of :class:`recommend.ml.HybridConfig` and ``als_factors``/``als_alpha``/``als_regularization``,
 ``ease_l2``, ``knn_neighbours``; ``--set baselines=false`` runs the project's model only.
 """
 
@@ -27,7 +31,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +44,13 @@ from recommend.ml import (
     ContentModel,
     EASEModel,
     History,
-    HybridConfig,
-    HybridModel,
     ItemKNNModel,
     PopularityModel,
-    RankedHybridModel,
-    RankingMetrics,
     Recommender,
     TrainSet,
+    build_train_set,
+    fit_recommender,
+    rank_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,38 +59,7 @@ DATASETS = datasets.DATASETS
 SHORT_HISTORY = 5
 BATCH = 256
 
-# Tuned on dev splits carved from ../shared/data (see the closing note of issue 4).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "movielens": {
-        "ease_tau": None,
-        "window": 3,
-        "trans_tau": 1.0,
-        "w_trans": 1.0,
-        "w_content": 0.1,
-        "w_pop": 0.0,
-        "pop_days": 60.0,
-    },
-    "online_retail": {
-        "ease_tau": 5.0,
-        "window": 0,
-        "w_basket": 0.3,
-        "pop_days": 30.0,
-        "w_pop": 0.3,
-        "w_content": 0.1,
-        # The re-ranker's training groups, picked on the dev split (NDCG@10 of the ranked model; the
-        # blend alone 0.1225, tuned EASE 0.1183): only ~1,000 dev-train customers have two baskets,
-        # so one leave-last-out round gives the ranker few groups. rounds 1: 0.1252; 2: 0.1332;
-        # 3: 0.1315; 5 bagged rankers: 0.1283 (rounds 1), 0.1349 (rounds 2, kept). Feeding item-kNN
-        # (20 neighbours) to the ranker lowered it (0.1190); the SASRec transformer
-        # (recommend/sequential.py) reached 0.0232 alone after 3 CPU epochs, below popularity, so it
-        # is off here.
-        "rounds": 2,
-        "bags": 5,
-    },
-}
-
-
-# The baselines' own settings, tuned on the same dev splits (NDCG@10; sweeps in the closing note of
+# The baselines' own settings, tuned on dev splits (NDCG@10; sweeps in the closing note of
 # issue 4). Online Retail dev: EASE l2 in {50..4000} peaks at 500 (0.1183); item-kNN neighbours in
 # {5..1000} peak at 20 (0.1053); ALS factors {32..256} x reg {0.05..100} x alpha {0.3..40} peaks at
 # 128 / 10 / 1 (0.1098). MovieLens dev (shorter sweeps; one EASE fit takes minutes there): EASE l2
@@ -112,6 +84,52 @@ BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
+class RankingMetrics:
+    """Accumulates HR@k, NDCG@k, MRR, recall@k and catalogue coverage over customers."""
+
+    k: int = 10
+    n_items: int = 0
+    hits: list[float] = field(default_factory=list)
+    ndcg: list[float] = field(default_factory=list)
+    rr: list[float] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+    shown: set[int] = field(default_factory=set)
+
+    def add(self, scores: np.ndarray, targets: set[int], exclude: np.ndarray, missing: int = 0) -> None:
+        """Rank every item by ``scores`` (stable: ties by index), drop ``exclude``, score the ``targets``;
+        ``missing`` more target items could not be ranked at all (they count in the ideal and in recall)."""
+        s = scores.astype(np.float64, copy=True)
+        s[exclude] = -np.inf
+        order = np.argsort(-s, kind="stable")
+        valid = len(s) - len(np.unique(exclude))
+        self.shown.update(int(i) for i in order[: self.k])
+        ranks = np.empty(len(s), dtype=np.int64)
+        ranks[order] = np.arange(1, len(s) + 1)
+        target_ranks = np.sort(ranks[list(targets)]) if targets else np.zeros(0, dtype=np.int64)
+        target_ranks = target_ranks[target_ranks <= valid]
+        in_top = target_ranks[target_ranks <= self.k]
+        size = len(targets) + missing
+        ideal = sum(1.0 / np.log2(r + 1) for r in range(1, min(size, self.k) + 1))
+        self.hits.append(float(len(in_top) > 0))
+        self.ndcg.append(float(sum(1.0 / np.log2(r + 1) for r in in_top) / ideal))
+        self.rr.append(float(1.0 / target_ranks[0]) if len(target_ranks) else 0.0)
+        self.recall.append(len(in_top) / size)
+
+    def result(self) -> dict[str, float]:
+        """Return the averages (rounded) and the count."""
+        n = max(1, len(self.hits))
+        k = self.k
+        return {
+            f"hr@{k}": round(sum(self.hits) / n, 4),
+            f"ndcg@{k}": round(sum(self.ndcg) / n, 4),
+            "mrr": round(sum(self.rr) / n, 4),
+            f"recall@{k}": round(sum(self.recall) / n, 4),
+            "coverage": round(len(self.shown) / max(1, self.n_items), 4),
+            "n": len(self.hits),
+        }
+
+
+@dataclass
 class EvaluationData:
     """The train set, the held-out targets (item indices) and per-customer history sizes."""
 
@@ -119,11 +137,15 @@ class EvaluationData:
     users: list[str]  # evaluated customers, in order
     histories: list[History]
     targets: list[set[int]]
+    missing: list[int]  # held-out items A never saw, per customer
     n_events: list[int]
     skipped: int
-    raw_train: datasets.Interactions
-    index: dict[str, int]
     dataset: str = ""
+
+    def head(self, n: int) -> None:
+        """Keep the first ``n`` customers only (quick tries)."""
+        self.users, self.histories, self.targets = self.users[:n], self.histories[:n], self.targets[:n]
+        self.missing, self.n_events = self.missing[:n], self.n_events[:n]
 
 
 def item_vectors(texts: list[str]) -> np.ndarray:
@@ -143,70 +165,62 @@ def item_vectors(texts: list[str]) -> np.ndarray:
     return vectors
 
 
+def product_texts(dataset: str, folder: Path) -> dict[str, str]:
+    """Return item key -> the text the platform embeds for it: ``Product.text`` of the product that
+    ``manage.py import_dataset`` makes of it (the catalogue importer's own rules)."""
+    from catalog.importers import ImportOptions, read_movies, read_retail_items
+
+    options = ImportOptions(progress=False)
+    if dataset == "movielens" and (folder / "movies.csv").exists():
+        return {str(movie): product.text for movie, product in read_movies(folder / "movies.csv", options).items()}
+    if dataset == "online_retail" and (folder / "items.csv").exists():
+        items, _ = read_retail_items(folder / "items.csv", options)
+        return {code: title for code, title in items.items() if title}
+    return {}
+
+
 def build(
     dataset: str, train_dir: Path, test_dir: Path, embed: Callable[[list[str]], np.ndarray] | None = item_vectors
 ) -> EvaluationData:
-    """Read both folders; index the catalogue; build train histories and held-out targets."""
+    """Read both folders; index the items A has interactions with; build histories and held-out targets."""
     reader = datasets.READERS[dataset]
     train = reader(train_dir)
     test = reader(test_dir, catalogue_dir=train_dir)
-    keys = sorted(set(train.catalogue) | set(test.item))
-    index = {k: i for i, k in enumerate(keys)}
-    texts = [train.catalogue.get(k) or test.catalogue.get(k) or k for k in keys]
-    histories_by_user = train.histories()
-    histories = {
-        u: History.from_events([index[i] for _, i, _ in rows], [t for t, _, _ in rows])
-        for u, rows in histories_by_user.items()
-    }
-    extra = [np.asarray([index[i] for i in b], dtype=np.int64) for b in train.extra_baskets]
-    vectors = embed(texts) if embed else None
-    train_set = TrainSet(items=keys, histories=list(histories.values()), extra_baskets=extra, item_vectors=vectors)
+    train_set, index = build_train_set(zip(train.user, train.item, train.time), train.extra_baskets)
+    if embed:
+        texts = product_texts(dataset, train_dir)
+        train_set.item_vectors = embed([texts.get(k) or train.catalogue.get(k) or k for k in train_set.items])
+    histories = dict(zip(train_set.customers, train_set.histories))
+    data = EvaluationData(train_set, [], [], [], [], [], 0, dataset)
     targets_by_user = datasets.held_out_targets(dataset, test)
-    users, hist, targets, n_events = [], [], [], []
-    skipped = 0
     for user in sorted(targets_by_user):
         h = histories.get(user, History.from_events([], []))
-        target = {index[i] for i in targets_by_user[user]} - set(h.items.tolist())
-        if not target:
-            skipped += 1
+        wanted = targets_by_user[user] - {train_set.items[i] for i in h.items}
+        if not wanted:
+            data.skipped += 1
             continue
-        users.append(user)
-        hist.append(h)
-        targets.append(target)
-        n_events.append(len(histories_by_user.get(user, [])))
-    return EvaluationData(
-        train=train_set,
-        users=users,
-        histories=hist,
-        targets=targets,
-        n_events=n_events,
-        skipped=skipped,
-        raw_train=train,
-        index=index,
-        dataset=dataset,
-    )
+        target = {index[key] for key in wanted if key in index}
+        data.users.append(user)
+        data.histories.append(h)
+        data.targets.append(target)
+        data.missing.append(len(wanted) - len(target))
+        data.n_events.append(len(h.items))
+    return data
 
 
-def hybrid_config(dataset: str, options: dict[str, Any]) -> HybridConfig:
-    """Return the project's model config: dataset defaults overridden by ``--set`` options."""
-    names = {f.name for f in fields(HybridConfig)}
-    values = {k: v for k, v in {**DATASET_DEFAULTS.get(dataset, {}), **options}.items() if k in names}
-    return HybridConfig(**values)
-
-
-def measure(data: EvaluationData, score: Callable[[list[History]], np.ndarray], fallback: np.ndarray) -> dict[str, Any]:
-    """Rank every item for every evaluated customer; return overall and short-history metrics."""
+def measure(data: EvaluationData, model: Recommender, fallback: np.ndarray) -> dict[str, Any]:
+    """Rank every item for every evaluated customer as the API does; return overall and short-history metrics."""
     n_items = data.train.n_items
     overall, short = RankingMetrics(n_items=n_items), RankingMetrics(n_items=n_items)
     for start in range(0, len(data.users), BATCH):
         batch = data.histories[start : start + BATCH]
-        scores = score(batch)
+        scores = rank_scores(model, batch, [h.items for h in batch])
         for j, h in enumerate(batch):
             row = fallback if len(h.items) == 0 else scores[j]
             u = start + j
-            overall.add(row, data.targets[u], h.items)
+            overall.add(row, data.targets[u], h.items, data.missing[u])
             if data.n_events[u] <= SHORT_HISTORY:
-                short.add(row, data.targets[u], h.items)
+                short.add(row, data.targets[u], h.items, data.missing[u])
     return {**overall.result(), "segments": {"short": short.result()}}
 
 
@@ -233,41 +247,26 @@ def fit_baselines(data: EvaluationData, options: dict[str, Any]) -> dict[str, Re
 def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """The evaluator registered for ``manage.py evaluate recommend``."""
     started = time.monotonic()
-    use_text = bool(options.get("text", True))
     try:
-        data = build(dataset, Path(train_dir), Path(test_dir), embed=item_vectors if use_text else None)
+        data = build(
+            dataset, Path(train_dir), Path(test_dir), embed=item_vectors if options.get("text", True) else None
+        )
     except datasets.DatasetInputError as exc:
         raise ValueError(str(exc)) from None
     if options.get("limit_queries"):
-        n = int(options["limit_queries"])
-        data.users, data.histories, data.targets, data.n_events = (
-            data.users[:n],
-            data.histories[:n],
-            data.targets[:n],
-            data.n_events[:n],
-        )
+        data.head(int(options["limit_queries"]))
     if not data.users:
         raise ValueError(f"no held-out customers with a rankable item in {test_dir}")
-    fallback = data.train.item_counts()
-    config = hybrid_config(dataset, options)
-    settings_ = {**DATASET_DEFAULTS.get(dataset, {}), **options}
-    if settings_.get("ranker", True):
-        model = RankedHybridModel(
-            config,
-            candidates=int(settings_.get("candidates", 100)),
-            ranker_users=int(settings_.get("ranker_users", 2000)),
-            rounds=int(settings_.get("rounds", 1)),
-            bags=int(settings_.get("bags", 1)),
-        ).fit(data.train, seed=int(options.get("seed") or 7))
-    else:
-        model = HybridModel(config).fit(data.train)
-    timings = {"load_s": round(time.monotonic() - started, 1)}
+    model = fit_recommender(data.train, options)
+    timings = {"train_s": round(time.monotonic() - started, 1)}
     report: dict[str, Any] = {"n": len(data.users), "skipped": data.skipped, "n_items": data.train.n_items}
-    report["metrics"] = measure(data, model.score, fallback)
+    report["unrankable_targets"] = sum(data.missing)
+    report["metrics"] = measure(data, model, model.popularity)
     report["baselines"] = {}
     if options.get("baselines", True):
+        fallback = data.train.item_counts()
         for name, baseline in fit_baselines(data, options).items():
-            report["baselines"][name] = measure(data, baseline.score, fallback)
-    report["model"] = {"kind": model.kind, "config": config.__dict__}
+            report["baselines"][name] = measure(data, baseline, fallback)
+    report["model"] = {"kind": model.kind, "config": asdict(model.config), "rankers": len(model.boosters)}
     report["timings"] = {**timings, "total_s": round(time.monotonic() - started, 1)}
     return report

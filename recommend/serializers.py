@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from recommend.models import RecommenderModel
 from recommend.services import MAX_K
 
 
@@ -48,13 +49,28 @@ class PopularResponseSerializer(serializers.Serializer):
 
 
 class TrainRequestSerializer(serializers.Serializer):
-    activate = serializers.BooleanField(default=True)
-    parameters = serializers.DictField(required=False, default=dict, help_text="HybridConfig overrides.")
+    activate = serializers.BooleanField(default=True, help_text="Serve the new model as soon as it is trained.")
+    parameters = serializers.DictField(
+        required=False, default=dict, help_text="Overrides of recommend.ml.HybridConfig fields (and seed)."
+    )
 
 
-class RecommenderModelSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    state = serializers.CharField()
-    metrics = serializers.JSONField()
-    created_at = serializers.DateTimeField()
+class RecommenderModelSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RecommenderModel
+        fields = [
+            "id",
+            "name",
+            "state",
+            "parameters",
+            "metrics",
+            "error",
+            "n_items",
+            "n_customers",
+            "n_events",
+            "training_job",
+            "created_at",
+            "finished_at",
+            "activated_at",
+        ]
+        read_only_fields = fields

@@ -1,36 +1,40 @@
-"""Recommendation operations: training and activating models, and serving "for you", "similar",
-"bought together" and "popular" from the active model plus the customer's newest events.
+"""Recommendation operations: training the served recommender (what ``manage.py train recommend``
+runs through :func:`fit`), and serving "for you", "similar", "bought together" and "popular" from
+the active model plus the customer's newest events.
 
 Serving reads the customer's latest events from the database at request time, so a new event
-changes the next answer without a retrain. Products the active model has never seen (added after
-training) are found through their text embeddings in pgvector (the shared backbone).
+changes the next answer without a retrain. The model knows the products that had events when it
+was trained; the others (never touched, or added since) are found through their text embeddings
+in pgvector (the shared backbone).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import resource
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q
-from django.utils import timezone
+from django.db.models import Count, Max, Q
 from pgvector.django import CosineDistance
 
+from backbone import lifecycle
+from backbone.models import ModelVersion
 from catalog.models import Customer, Event, Product, ProductEmbedding
-from recommend.ml import History, HybridConfig, HybridModel, RankingMetrics, TrainSet
+from recommend import ml
 from recommend.models import RecommenderModel, RepeatPolicy
 
 logger = logging.getLogger(__name__)
 
-HISTORY_EVENTS = 200  # newest events of a customer that feed a recommendation
+HISTORY_EVENTS = ml.MAX_HISTORY + 1  # newest events read per request; the model keeps whole steps of MAX_HISTORY
 CONSUMED = (Event.Type.PURCHASE, Event.Type.RATING)  # "already has it": excluded unless repeats are allowed
 IGNORED = (Event.Type.RETURN,)
 VERBS = {"view": "viewed", "click": "viewed", "cart": "added", "purchase": "bought", "rating": "rated"}
@@ -38,14 +42,15 @@ MAX_K = 100
 CANDIDATES = 40  # spare candidates fetched beyond k, for out-of-stock ones
 NEW_PRODUCT_MIN_SIMILARITY = 0.5
 ACTIVE_CHECK_SECONDS = 2.0
-POPULAR_DAYS = 30
+POPULAR_DAYS = 30  # without a model: "popular" = distinct customers in the data's last POPULAR_DAYS days
+PARAMETERS = frozenset({f.name for f in fields(ml.HybridConfig)} | {"seed"})
 
 _LOCK = threading.RLock()
 _CACHE: dict[str, Any] = {"model_id": None, "served": None, "checked_at": 0.0}
 
 
 class RecommendError(Exception):
-    """A request cannot be served as asked (unknown product, nothing trained for it)."""
+    """A request cannot be served as asked (unknown product, nothing to train on)."""
 
 
 class UnknownProduct(RecommendError):
@@ -57,7 +62,7 @@ class ServedModel:
     """An active model loaded for serving: the model, its product ids and their positions."""
 
     row: RecommenderModel
-    model: HybridModel
+    model: ml.RankedHybridModel
     product_ids: np.ndarray
     position: dict[int, int]
 
@@ -69,193 +74,112 @@ class Recommendation:
     product: Product
     score: float
     reason: str
-    source: str  # "model", "new_product", "popular"
+    source: str  # "model", "new_product", "popular", "text"
 
 
 # --- training -------------------------------------------------------------------------------
 
 
-def start_training(
-    *, parameters: dict[str, Any] | None = None, activate: bool = True, enqueue: bool = True
-) -> RecommenderModel:
-    """Create a queued model row and enqueue ``recommend.train`` on commit (unless ``enqueue`` is false:
-    the caller then runs :func:`train_model` itself, as ``manage.py train_recommender`` does).
-
-    Raises RecommendError for unknown parameters. Side effects: one RecommenderModel row, one Celery
-    message on the ``training`` queue.
-    """
-    params = dict(parameters or {})
-    unknown = set(params) - {f for f in HybridConfig.__dataclass_fields__} - {"holdout_customers"}
-    if unknown:
-        raise RecommendError(f"unknown parameters: {sorted(unknown)}")
-    with transaction.atomic():
-        row = RecommenderModel.objects.create(
-            name=timezone.now().strftime("rec-%Y%m%d-%H%M%S-%f"), parameters=params, activate=activate
-        )
-        if enqueue:
-            transaction.on_commit(lambda: _enqueue_training(row.pk))
-    return row
+def unknown_parameters(parameters: dict[str, Any]) -> list[str]:
+    """Return the keys of ``parameters`` that the recommender does not know (sorted)."""
+    return sorted(set(parameters) - PARAMETERS)
 
 
-def _enqueue_training(model_id: int) -> None:
-    from recommend.tasks import train
+def training_summary() -> str:
+    """What the recommender would train on, in one line ("" when no customer has events): the
+    ``data`` of the app trainer."""
+    events = Event.objects.filter(customer__isnull=False).exclude(type__in=IGNORED)
+    if not events.exists():
+        return ""
+    return f"{events.count()} events of {events.values('customer_id').distinct().count()} customers"
 
-    train.delay(model_id)
 
+def load_training_data(*, version: ModelVersion) -> tuple[ml.TrainSet, list[int], int]:
+    """Read every identified customer's events (returns ignored) and the anonymous sessions into a
+    TrainSet of the products with events, keyed by SKU, with ``version``'s product embeddings.
 
-def load_training_data(*, limit_customers: int | None = None) -> tuple[TrainSet, list[int], int]:
-    """Read every identified customer's events (returns ignored) into a TrainSet keyed by product id.
-
-    Anonymous events with a session count as extra baskets. Returns (train set, product ids, events).
+    Returns (train set, product id per item, events read).
     """
     rows = (
         Event.objects.exclude(type__in=IGNORED)
         .order_by()
-        .values_list("customer_id", "product_id", "timestamp", "session")
+        .values_list("customer__external_id", "product__sku", "timestamp", "session")
     )
-    by_customer: dict[int, list[tuple[float, int]]] = {}
-    anonymous: dict[str, set[int]] = {}
-    n_events = 0
-    for customer_id, product_id, timestamp, session in rows.iterator(chunk_size=20000):
+    events, sessions, n_events = [], {}, 0
+    for customer, sku, timestamp, session in rows.iterator(chunk_size=20000):
         n_events += 1
-        if customer_id is None:
-            if session:
-                anonymous.setdefault(session, set()).add(product_id)
-            continue
-        by_customer.setdefault(customer_id, []).append((timestamp.timestamp(), product_id))
-    if limit_customers:
-        by_customer = dict(list(by_customer.items())[:limit_customers])
-    product_ids = sorted(Product.objects.values_list("id", flat=True))
-    position = {pid: i for i, pid in enumerate(product_ids)}
-    histories = [
-        History.from_events([position[p] for _, p in events], [t for t, _ in events]) for events in by_customer.values()
-    ]
-    extra = [np.asarray([position[p] for p in b], dtype=np.int64) for b in anonymous.values() if len(b) > 1]
-    train = TrainSet(items=[str(p) for p in product_ids], histories=histories, extra_baskets=extra)
-    train.item_vectors = product_vectors(product_ids)
+        if customer is not None:
+            events.append((customer, sku, timestamp.timestamp()))
+        elif session:
+            sessions.setdefault(session, set()).add(sku)
+    train, _ = ml.build_train_set(events, sessions.values())
+    ids = dict(Product.objects.filter(sku__in=train.items).values_list("sku", "id"))
+    product_ids = [ids[sku] for sku in train.items]
+    train.item_vectors = product_vectors(version=version, product_ids=product_ids)
     return train, product_ids, n_events
 
 
-def product_vectors(product_ids: list[int]) -> np.ndarray | None:
-    """Return the active backbone's embeddings of these products (zeros where missing), or None if none exist."""
-    from backbone.services import get_active_version
-
-    version = get_active_version()
-    vectors = np.zeros((len(product_ids), 384), dtype=np.float32)
+def product_vectors(*, version: ModelVersion, product_ids: list[int]) -> np.ndarray | None:
+    """Return ``version``'s embeddings of these products (zeros where missing), or None if it has none."""
     position = {pid: i for i, pid in enumerate(product_ids)}
-    found = 0
-    for pid, vector in ProductEmbedding.objects.filter(version=version).values_list("product_id", "embedding"):
-        if pid in position:
-            vectors[position[pid]] = np.asarray(vector, dtype=np.float32)
-            found += 1
-    return vectors if found else None
-
-
-def holdout_metrics(*, train: TrainSet, config: HybridConfig, max_customers: int = 1000) -> dict[str, Any]:
-    """Leave-last-step-out metrics of ``config`` on ``train`` (refits without each customer's newest step)."""
-    rng = np.random.default_rng(7)
-    eligible = [i for i, h in enumerate(train.histories) if len(np.unique(h.steps)) >= 2]
-    chosen = (
-        set(rng.choice(eligible, size=min(max_customers, len(eligible)), replace=False).tolist()) if eligible else set()
+    vectors = None
+    rows = ProductEmbedding.objects.filter(version=version, product_id__in=product_ids).values_list(
+        "product_id", "embedding"
     )
-    histories, targets = [], []
-    fit_histories = []
-    for i, h in enumerate(train.histories):
-        if i in chosen:
-            keep = h.steps > 0
-            cut = History(h.items[keep], h.steps[keep] - 1, None if h.times is None else h.times[keep])
-            target = set(h.items[~keep].tolist()) - set(cut.items.tolist())
-            fit_histories.append(cut)
-            if target:
-                histories.append(cut)
-                targets.append(target)
-        else:
-            fit_histories.append(h)
-    if not histories:
-        return {"n": 0}
-    fit_set = TrainSet(train.items, fit_histories, train.extra_baskets, train.item_vectors)
-    model = HybridModel(config).fit(fit_set)
-    metrics = RankingMetrics(n_items=train.n_items)
-    for start in range(0, len(histories), 256):
-        scores = model.score(histories[start : start + 256])
-        for j, h in enumerate(histories[start : start + 256]):
-            metrics.add(scores[j], targets[start + j], h.items)
-    return metrics.result()
+    for pid, vector in rows.iterator(chunk_size=2000):
+        if vectors is None:
+            vectors = np.zeros((len(product_ids), len(vector)), dtype=np.float32)
+        vectors[position[pid]] = np.asarray(vector, dtype=np.float32)
+    return vectors
 
 
-def claim_training(*, model_id: int) -> bool:
-    """Atomically move a queued model to training; False when someone else has it (or it is gone)."""
-    return bool(
-        RecommenderModel.objects.filter(pk=model_id, state=RecommenderModel.State.QUEUED).update(
-            state=RecommenderModel.State.TRAINING
-        )
-    )
+def fit(
+    *,
+    version: ModelVersion,
+    parameters: dict[str, Any] | None = None,
+    job_id: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> RecommenderModel:
+    """Train the served recommender (:func:`recommend.ml.fit_recommender`) on the events in the
+    database and ``version``'s product embeddings; return its row, ready to activate.
 
-
-def train_model(*, model_id: int) -> RecommenderModel | None:
-    """Claim and train one queued model from the events in the database; save it; activate if asked.
-
-    Returns None when the row was already claimed. Side effects: a folder under
-    ``MODELS_DIR/recommend/``, updates to the row, and possibly a new active model.
+    The app trainer's ``fit``: the training job activates the row with the backbone version.
+    Keys of ``parameters`` that are not :class:`~recommend.ml.HybridConfig` fields (or ``seed``)
+    are ignored. Side effects: a RecommenderModel row and a folder under ``MODELS_DIR/recommend/``.
+    Raises RecommendError when no customer has events; on any failure the row is marked failed
+    (with the error) and the exception goes on to the job.
     """
-    if not claim_training(model_id=model_id):
-        logger.info("recommender %s is not queued any more; skipping", model_id)
-        return None
-    row = RecommenderModel.objects.get(pk=model_id)
+    progress = progress or (lambda fraction, message: None)
+    params = {k: v for k, v in (parameters or {}).items() if k in PARAMETERS}
+    row = lifecycle.create_queued(RecommenderModel, prefix="rec", parameters=params, training_job_id=job_id)
+    lifecycle.claim(RecommenderModel, pk=row.pk)
+    started = time.monotonic()
     try:
-        started = time.monotonic()
-        params = row.parameters or {}
-        config = HybridConfig(**{k: v for k, v in params.items() if k in HybridConfig.__dataclass_fields__})
-        train, product_ids, n_events = load_training_data()
+        train, product_ids, n_events = load_training_data(version=version)
         if not any(len(h.items) for h in train.histories):
             raise RecommendError("no customer events to train on")
-        metrics = {
-            "model": holdout_metrics(train=train, config=config, max_customers=params.get("holdout_customers", 1000))
-        }
-        model = HybridModel(config).fit(train)
+        line = f"{n_events} events, {len(train.histories)} customers, {train.n_items} products with events"
+        lifecycle.append_log(RecommenderModel, pk=row.pk, line=line)
+        progress(0.05, f"recommender: {line}")
+        model = ml.fit_recommender(train, params, progress=lambda f, m: progress(0.05 + 0.9 * f, f"recommender: {m}"))
         folder = Path(settings.MODELS_DIR) / "recommend" / row.name
         model.save(folder)
         (folder / "items.json").write_text(json.dumps(product_ids))
-        metrics["seconds"] = round(time.monotonic() - started, 1)
+        metrics = {
+            "seconds": round(time.monotonic() - started, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rankers": len(model.boosters),
+            "backbone": version.name,
+            "with_text": train.item_vectors is not None,
+        }
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     except Exception as exc:
-        logger.exception("training recommender %s failed", model_id)
-        RecommenderModel.objects.filter(pk=model_id).update(
-            state=RecommenderModel.State.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
-        return RecommenderModel.objects.get(pk=model_id)
-    RecommenderModel.objects.filter(pk=model_id).update(
-        state=RecommenderModel.State.READY,
-        path=str(folder),
-        metrics=metrics,
-        n_items=len(product_ids),
-        n_customers=len(train.histories),
-        n_events=n_events,
-        finished_at=timezone.now(),
-    )
-    if row.activate:
-        activate_model(model_id=model_id)
-    return RecommenderModel.objects.get(pk=model_id)
-
-
-def activate_model(*, model_id: int) -> RecommenderModel:
-    """Make a ready (or retired) model the one that serves; retire the previous one, in one transaction."""
-    with transaction.atomic():
-        row = RecommenderModel.objects.select_for_update().get(pk=model_id)
-        if row.state not in (
-            RecommenderModel.State.READY,
-            RecommenderModel.State.RETIRED,
-            RecommenderModel.State.ACTIVE,
-        ):
-            raise RecommendError(f"model {row.name} is {row.state}; only a trained model can be activated")
-        RecommenderModel.objects.filter(state=RecommenderModel.State.ACTIVE).exclude(pk=model_id).update(
-            state=RecommenderModel.State.RETIRED
-        )
-        RecommenderModel.objects.filter(pk=model_id).update(
-            state=RecommenderModel.State.ACTIVE, activated_at=timezone.now()
-        )
-    _CACHE["checked_at"] = 0.0
-    return RecommenderModel.objects.get(pk=model_id)
+        logger.exception("training recommender %s failed", row.name)
+        lifecycle.fail(RecommenderModel, pk=row.pk, error=f"{type(exc).__name__}: {exc}")
+        raise
+    lifecycle.append_log(RecommenderModel, pk=row.pk, line=f"trained in {metrics['seconds']}s")
+    counts = {"n_items": train.n_items, "n_customers": len(train.histories), "n_events": n_events}
+    return lifecycle.succeed(RecommenderModel, pk=row.pk, path=str(folder), metrics=metrics, **counts)
 
 
 # --- serving --------------------------------------------------------------------------------
@@ -267,22 +191,32 @@ def served_model() -> ServedModel | None:
     with _LOCK:
         if now - _CACHE["checked_at"] < ACTIVE_CHECK_SECONDS:
             return _CACHE["served"]
-        row = RecommenderModel.objects.filter(state=RecommenderModel.State.ACTIVE).first()
+        row = lifecycle.active(RecommenderModel)
         if row is None:
             _CACHE.update(model_id=None, served=None, checked_at=now)
             return None
         if _CACHE["model_id"] != row.pk:
             folder = Path(row.path)
+            model = ml.load_model(folder)
+            if not isinstance(model, ml.RankedHybridModel):
+                logger.warning("recommender %s is a %s model, which is no longer served: retrain", row.name, model.kind)
+                model = None
             product_ids = np.asarray(json.loads((folder / "items.json").read_text()), dtype=np.int64)
-            served = ServedModel(
-                row=row,
-                model=HybridModel.load(folder),
-                product_ids=product_ids,
-                position={int(p): i for i, p in enumerate(product_ids)},
-            )
+            served = None if model is None else ServedModel(row, model, product_ids, _positions(product_ids))
             _CACHE.update(model_id=row.pk, served=served)
         _CACHE["checked_at"] = now
         return _CACHE["served"]
+
+
+def _positions(product_ids: np.ndarray) -> dict[int, int]:
+    return {int(p): i for i, p in enumerate(product_ids)}
+
+
+def reset_serving_cache() -> None:
+    """Forget the process's loaded model and cached policies (tests; after an activation elsewhere)."""
+    with _LOCK:
+        _CACHE.clear()
+        _CACHE.update(model_id=None, served=None, checked_at=0.0)
 
 
 def repeat_allowed(category_path: str, policies: list[tuple[str, bool]]) -> bool:
@@ -313,6 +247,12 @@ def customer_events(*, external_id: str, limit: int = HISTORY_EVENTS) -> list[tu
     return [(pid, kind, ts.timestamp()) for pid, kind, ts in rows]
 
 
+def consumed_products(*, external_id: str) -> set[int]:
+    """Every product the customer bought or rated (all of their history, not only the newest events)."""
+    rows = Event.objects.filter(customer__external_id=external_id, type__in=CONSUMED).order_by()
+    return set(rows.values_list("product_id", flat=True).distinct())
+
+
 def _cached(key: str, compute):
     """Return a small per-process value re-read at most every ``ACTIVE_CHECK_SECONDS`` (policies, new products)."""
     now = time.monotonic()
@@ -327,28 +267,39 @@ def repeat_policies() -> list[tuple[str, bool]]:
     return _cached("policies", lambda: list(RepeatPolicy.objects.values_list("category_path", "allow_repeats")))
 
 
-def popular_products(*, k: int, category: str | None = None, exclude: set[int] | None = None) -> list[Recommendation]:
-    """Return the most popular in-stock products (optionally in a category): the active model's recent
-    popularity when there is one, else distinct customers over the last ``POPULAR_DAYS`` days."""
-    exclude = exclude or set()
+def _popular_ids(limit: int, category: str | None) -> list[int]:
+    """Product ids by recent popularity: the active model's (each part of the catalogue on its own
+    clock), else distinct customers over the last ``POPULAR_DAYS`` days before the newest event."""
     served = served_model()
-    label = f"popular in {category}" if category else "popular right now"
     if served is not None:
-        order = np.argsort(-served.model.popularity, kind="stable")
-        ranked = [int(served.product_ids[i]) for i in order[: k + len(exclude) + CANDIDATES]]
-    else:
-        since = timezone.now() - timedelta(days=POPULAR_DAYS)
-        ranked = list(
-            Event.objects.filter(timestamp__gte=since, product__in_stock=True)
-            .filter(_category_q(category, "product__"))
-            .values("product_id")
-            .annotate(n=Count("customer", distinct=True))
-            .order_by("-n", "product_id")
-            .values_list("product_id", flat=True)[: k + len(exclude) + CANDIDATES]
-        )
+        positions = np.arange(len(served.product_ids))
+        if category:
+            in_category = Product.objects.filter(_category_q(category)).values_list("id", flat=True)
+            positions = np.asarray(sorted(served.position[p] for p in in_category if p in served.position), dtype=int)
+        order = positions[np.argsort(-served.model.popularity[positions], kind="stable")]
+        return [int(served.product_ids[i]) for i in order[:limit]]
+    newest = Event.objects.aggregate(newest=Max("timestamp"))["newest"]
+    if newest is None:
+        return []
+    return list(
+        Event.objects.filter(timestamp__gte=newest - timedelta(days=POPULAR_DAYS), product__in_stock=True)
+        .filter(_category_q(category, "product__"))
+        .values("product_id")
+        .annotate(n=Count("customer", distinct=True))
+        .order_by("-n", "product_id")
+        .values_list("product_id", flat=True)[:limit]
+    )
+
+
+def popular_products(*, k: int, category: str | None = None, exclude: set[int] | None = None) -> list[Recommendation]:
+    """Return the most popular in-stock products of the data's most recent window (optionally in a
+    category); a quiet shop or a narrow category is filled with any in-stock products of it."""
+    exclude = exclude or set()
+    label = f"popular in {category}" if category else "popular right now"
+    ranked = _popular_ids(k + len(exclude) + CANDIDATES, category)
     products = Product.objects.filter(id__in=ranked, in_stock=True).filter(_category_q(category)).in_bulk()
     picked = [products[pid] for pid in ranked if pid in products and pid not in exclude][:k]
-    if len(picked) < k:  # a quiet shop or a narrow category: fill with any in-stock products of the category
+    if len(picked) < k:
         seen = {p.pk for p in picked} | exclude
         extra = Product.objects.filter(in_stock=True).filter(_category_q(category)).exclude(id__in=seen)
         picked += list(extra.order_by("id")[: k - len(picked)])
@@ -356,7 +307,8 @@ def popular_products(*, k: int, category: str | None = None, exclude: set[int] |
 
 
 def recommend_for_customer(*, external_id: str, k: int, category: str | None = None) -> dict[str, Any]:
-    """ "For you": score every item from the customer's newest events with the active model.
+    """ "For you": score every item from the customer's newest events with the active model
+    (:func:`recommend.ml.rank_scores`, as ``evaluate recommend`` does).
 
     Excludes products the customer bought or rated (unless a RepeatPolicy allows repeats for their
     category) and out-of-stock products. A customer unknown or without events, or a shop without a
@@ -371,48 +323,8 @@ def recommend_for_customer(*, external_id: str, k: int, category: str | None = N
         else:
             reason = "no_model"
         return {"customer": external_id, "fallback": reason, "items": popular_products(k=k, category=category)}
-    policies = repeat_policies()
-    consumed = {pid for pid, kind, _ in events if kind in CONSUMED}
-    known = [(served.position[pid], kind, ts, pid) for pid, kind, ts in events if pid in served.position]
-    items: list[Recommendation] = []
-    if known:
-        history = History.from_events([i for i, *_ in known], [ts for _, _, ts, _ in known])
-        scores = served.model.score([history])[0]
-        if category:
-            in_category = Product.objects.filter(_category_q(category)).values_list("id", flat=True)
-            mask = np.full(len(scores), -np.inf, dtype=np.float32)
-            idx = [served.position[p] for p in in_category if p in served.position]
-            mask[idx] = 0.0
-            scores = scores + mask
-        if not any(allow for _, allow in policies):  # the common case: mask bought items before fetching
-            scores[[served.position[p] for p in consumed if p in served.position]] = -np.inf
-            spare = k + CANDIDATES
-        else:
-            spare = k + len(consumed) + CANDIDATES
-        top = np.argpartition(-scores, min(spare, len(scores) - 1))[:spare]
-        order = top[np.argsort(-scores[top], kind="stable")]
-        order = order[np.isfinite(scores[order])]
-        ranked = [int(served.product_ids[i]) for i in order]
-        reasons = dict(zip(ranked, _Explainer(served, history).many(order)))
-        wanted = set(ranked) | {b for b in reasons.values() if b is not None}
-        fetched = Product.objects.in_bulk(wanted)  # one query: candidates and the items named in reasons
-        names = {pid: p.title for pid, p in fetched.items()}
-        verbs = {pid: kind for pid, kind, _ in reversed(events)}  # newest event type per product
-        for i, pid in zip(order, ranked):
-            product = fetched.get(pid)
-            if product is None or not product.in_stock:
-                continue
-            if pid in consumed and not repeat_allowed(product.category_path, policies):
-                continue
-            because = reasons[pid]
-            reason = (
-                f"because you {VERBS.get(verbs[because], 'viewed')} {names.get(because, because)}"
-                if because is not None
-                else (f"popular in {product.category_path}" if product.category_path else "popular right now")
-            )
-            items.append(Recommendation(product, float(scores[i]), reason, "model"))
-            if len(items) >= k:
-                break
+    consumed = consumed_products(external_id=external_id)
+    items = _model_items(served, events, consumed, k=k, category=category)
     items = _with_new_products(items, events, k=k, category=category, served=served, exclude=consumed)
     if len(items) < k:
         seen = {r.product.pk for r in items} | consumed
@@ -420,29 +332,76 @@ def recommend_for_customer(*, external_id: str, k: int, category: str | None = N
     return {"customer": external_id, "fallback": None, "items": items[:k]}
 
 
+def _ranked_positions(
+    served: ServedModel, history: ml.History, consumed: set[int], *, k: int, category: str | None, policies
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's best item positions for ``history`` (a few spare ones) and every item's score."""
+    if any(allow for _, allow in policies):  # repeats may come back: filter them per product later
+        excluded, spare = [], k + len(consumed) + CANDIDATES
+    else:  # the common case: everything bought is masked before ranking
+        excluded, spare = [served.position[p] for p in consumed if p in served.position], k + CANDIDATES
+    scores = ml.rank_scores(served.model, [history], [np.asarray(excluded, dtype=np.int64)])[0]
+    if category:
+        in_category = Product.objects.filter(_category_q(category)).values_list("id", flat=True)
+        mask = np.full(len(scores), -np.inf, dtype=np.float32)
+        mask[[served.position[p] for p in in_category if p in served.position]] = 0.0
+        scores = scores + mask
+    top = np.argpartition(-scores, min(spare, len(scores) - 1))[:spare]
+    order = top[np.lexsort((top, -scores[top]))]  # ties by position, as evaluate's stable sort
+    return order[np.isfinite(scores[order])], scores
+
+
+def _model_items(
+    served: ServedModel, events, consumed: set[int], *, k: int, category: str | None
+) -> list[Recommendation]:
+    """The model's recommendations for the customer's events, each with the history item behind it."""
+    known = [(served.position[pid], ts) for pid, _, ts in events if pid in served.position]
+    if not known:
+        return []
+    history = ml.History.from_events([i for i, _ in known], [ts for _, ts in known])
+    policies = repeat_policies()
+    order, scores = _ranked_positions(served, history, consumed, k=k, category=category, policies=policies)
+    ranked = [int(served.product_ids[i]) for i in order]
+    reasons = dict(zip(ranked, _Explainer(served, history).many(order)))
+    fetched = Product.objects.in_bulk(set(ranked) | {b for b in reasons.values() if b is not None})
+    verbs = {pid: kind for pid, kind, _ in reversed(events)}  # newest event type per product
+    items: list[Recommendation] = []
+    for i, pid in zip(order, ranked):
+        product = fetched.get(pid)
+        if product is None or not product.in_stock:
+            continue
+        if pid in consumed and not repeat_allowed(product.category_path, policies):
+            continue
+        because = reasons[pid]
+        if because is not None:
+            name = fetched[because].title if because in fetched else because
+            reason = f"because you {VERBS.get(verbs[because], 'viewed')} {name}"
+        else:
+            reason = f"popular in {product.category_path}" if product.category_path else "popular right now"
+        items.append(Recommendation(product, float(scores[i]), reason, "model"))
+        if len(items) >= k:
+            break
+    return items
+
+
 class _Explainer:
     """Finds the history item that contributes most to a recommended item (EASE + transitions)."""
 
-    def __init__(self, served: ServedModel, history: History):
-        model = served.model
-        model = getattr(model, "hybrid", model)
+    def __init__(self, served: ServedModel, history: ml.History):
+        self.model = served.model.hybrid
         self.served = served
-        self.history = history
-        self.weights = np.exp(-history.steps / max(model.config.trans_tau, 1e-6))
-        self.model = model
-        self.transitions = model.transitions[history.items] if model.transitions.nnz else None
-
-    def __call__(self, item: int) -> int | None:
-        """Return the product id in the history behind ``item``, or None when nothing in it is."""
-        return self.many(np.asarray([item]))[0]
+        self.history = history.newest()
+        self.weights = np.exp(-self.history.steps / max(self.model.config.trans_tau, 1e-6))
+        transitions = self.model.transitions
+        self.transitions = transitions[self.history.items] if transitions.nnz else None
 
     def many(self, items: np.ndarray) -> list[int | None]:
-        """:meth:`__call__` for many items at once (one dense slice instead of a sparse column per item)."""
+        """Return, per item, the product id in the history behind it, or None when nothing in it is."""
         items = np.asarray(items, dtype=np.int64)
         if len(items) == 0:
             return []
         weights = self.weights[:, None]
-        contrib = self.model.ease[np.ix_(self.history.items, items)] * (0.2 + weights)
+        contrib = self.model.ease.take(self.history.items, items) * (0.2 + weights)
         if self.transitions is not None:
             contrib = contrib + self.transitions[:, items].toarray() * weights
         best = np.argmax(contrib, axis=0)
@@ -469,7 +428,8 @@ def _with_new_products(
     if not rows:
         return items
     titles = dict(Product.objects.filter(id__in=[pid for pid, _ in rows]).values_list("id", "title"))
-    profile = np.mean([np.asarray(v, dtype=np.float32) for _, v in rows], axis=0)
+    vectors = {pid: np.asarray(v, dtype=np.float32) for pid, v in rows}
+    profile = np.mean(list(vectors.values()), axis=0)
     candidates = (
         ProductEmbedding.objects.filter(version=version, product__created_at__gt=cutoff, product__in_stock=True)
         .filter(_category_q(category, "product__"))
@@ -482,13 +442,10 @@ def _with_new_products(
     for row in candidates:
         if row.product_id in served.position or 1 - row.distance < NEW_PRODUCT_MIN_SIMILARITY:
             continue
-        vectors = {pid: np.asarray(v, dtype=np.float32) for pid, v in rows}
-        nearest = max(vectors, key=lambda pid: float(vectors[pid] @ np.asarray(row.embedding, dtype=np.float32)))
-        new.append(
-            Recommendation(row.product, float(1 - row.distance), f"similar to {titles.get(nearest)}", "new_product")
-        )
-    if not new:
-        return items
+        mine = np.asarray(row.embedding, dtype=np.float32)
+        nearest = max(vectors, key=lambda pid: float(vectors[pid] @ mine))
+        reason = f"similar to {titles.get(nearest)}"
+        new.append(Recommendation(row.product, float(1 - row.distance), reason, "new_product"))
     merged = list(items)
     for n, rec in enumerate(new):
         merged.insert(min(len(merged), 2 + 4 * n), rec)
@@ -496,45 +453,51 @@ def _with_new_products(
 
 
 def similar_products(*, sku: str, k: int, mode: str = "similar") -> list[Recommendation]:
-    """ "Similar" (co-occurrence blended with text-embedding similarity) or "bought together"
-    (same-basket / next-item co-occurrence blended with a little text similarity) for one product.
+    """ "Similar" (EASE item weights blended with text-embedding similarity) or "bought together"
+    (the products found in most baskets and sessions with it: co-occurrence only) for one product.
 
-    A product the active model has not seen is served from its text embedding (pgvector).
-    Raises UnknownProduct.
+    A product the active model has not seen is "similar" through its text embedding (pgvector)
+    and has nothing bought with it yet. Raises UnknownProduct.
     """
     product = Product.objects.filter(sku=sku).first()
     if product is None:
         raise UnknownProduct(f"unknown product SKU {sku!r}")
     served = served_model()
-    if served is None or product.pk not in served.position:
-        return _similar_by_text(product, k)
-    model = served.model
-    i = served.position[product.pk]
-    parts = []
+    known = served is not None and product.pk in served.position
     if mode == "bought_together":
-        if model.transitions.nnz:
-            parts.append((1.0, np.asarray(model.transitions[i].todense()).ravel()))
-            col = np.asarray(model.transitions[:, i].todense()).ravel()
-            parts.append((0.5, col))
-        parts.append((0.5, model.ease[i]))
-        text_weight = 0.1
-        label = f"often bought with {product.title}"
-    else:
-        parts.append((1.0, model.ease[i]))
-        text_weight = 0.5
-        label = f"similar to {product.title}"
+        return _bought_together(served, product, k) if known else []
+    if not known:
+        return _similar_by_text(product, k)
+    model = served.model.hybrid
+    i = served.position[product.pk]
+    scores = _standardised(model.ease.row(i))
     if model.vectors is not None and np.any(model.vectors[i]):
-        parts.append((text_weight, model.vectors @ model.vectors[i]))
-    scores = np.zeros(model.n_items, dtype=np.float32)
-    for weight, part in parts:
-        std = part.std()
-        scores += weight * (part - part.mean()) / (std if std > 0 else 1.0)
+        scores += 0.5 * _standardised(model.vectors @ model.vectors[i])
     scores[i] = -np.inf
-    order = np.argsort(-scores)[: k + CANDIDATES]
+    order = np.argsort(-scores, kind="stable")[: k + CANDIDATES]
+    return _in_stock(served, order, scores, f"similar to {product.title}", k)
+
+
+def _standardised(part: np.ndarray) -> np.ndarray:
+    std = part.std()
+    return ((part - part.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def _bought_together(served: ServedModel, product: Product, k: int) -> list[Recommendation]:
+    """The products in most baskets with ``product`` (the model's co-occurrence counts), in stock."""
+    row = served.model.together[served.position[product.pk]]
+    order = row.indices[np.argsort(-row.data, kind="stable")][: k + CANDIDATES]
+    scores = np.zeros(served.model.n_items, dtype=np.float32)
+    scores[row.indices] = row.data
+    return _in_stock(served, order, scores, f"often bought with {product.title}", k)
+
+
+def _in_stock(served: ServedModel, order: np.ndarray, scores: np.ndarray, reason: str, k: int) -> list[Recommendation]:
+    """The first ``k`` in-stock products of the model positions ``order``, each with its score."""
     ranked = [int(served.product_ids[j]) for j in order]
     products = Product.objects.filter(id__in=ranked, in_stock=True).in_bulk()
     out = [
-        Recommendation(products[pid], float(scores[j]), label, "model")
+        Recommendation(products[pid], float(scores[j]), reason, "model")
         for j, pid in zip(order, ranked)
         if pid in products
     ]

@@ -9,5 +9,5 @@ urlpatterns = [
     path("products/<str:sku>/similar", views.SimilarView.as_view(), name="recommend-similar"),
     path("products/<str:sku>/bought-together", views.BoughtTogetherView.as_view(), name="recommend-bought-together"),
     path("popular", views.PopularView.as_view(), name="recommend-popular"),
-    path("models", views.TrainView.as_view(), name="recommend-train"),
+    path("models", views.ModelsView.as_view(), name="recommend-models"),
 ]

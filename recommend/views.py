@@ -1,15 +1,18 @@
-"""Recommendation API: "for you", similar, bought together, popular (storefront keys), training (staff)."""
+"""Recommendation API: "for you", similar, bought together, popular (storefront keys), models and training (staff)."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, status
+from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backbone.serializers import TrainingJobSerializer
+from backbone.services import TrainingError, start_training_job
 from catalog.auth import IsStorefrontOrStaff
 from recommend import services
+from recommend.models import RecommenderModel
 from recommend.serializers import (
     PopularResponseSerializer,
     RecommenderModelSerializer,
@@ -55,13 +58,13 @@ class _ProductRecommendView(APIView):
 
 
 class SimilarView(_ProductRecommendView):
-    """Products similar to one product (co-occurrence blended with text-embedding similarity)."""
+    """Products similar to one product (EASE item weights blended with text-embedding similarity)."""
 
     mode = "similar"
 
 
 class BoughtTogetherView(_ProductRecommendView):
-    """Products bought together with one product (same basket / next item), with a little text similarity."""
+    """Products found in the most baskets and sessions with one product (co-occurrence only)."""
 
     mode = "bought_together"
 
@@ -81,19 +84,26 @@ class PopularView(APIView):
         return Response(PopularResponseSerializer({"items": items}).data)
 
 
-class TrainView(APIView):
-    """Queue a training run of the recommender (Celery ``training`` queue); staff only."""
+class ModelsView(generics.ListAPIView):
+    """Trained recommenders, newest first (GET), and training a new one (POST: a training job on the
+    ``training`` queue, the same as ``manage.py train recommend``); staff only."""
 
     permission_classes = [permissions.IsAdminUser]
+    queryset = RecommenderModel.objects.all()
+    serializer_class = RecommenderModelSerializer
+    filterset_fields = ["state"]
 
-    @extend_schema(request=TrainRequestSerializer, responses={202: RecommenderModelSerializer})
+    @extend_schema(request=TrainRequestSerializer, responses={202: TrainingJobSerializer})
     def post(self, request):
         params = TrainRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
+        parameters = params.validated_data["parameters"]
+        unknown = services.unknown_parameters(parameters)
+        if unknown:
+            raise ValidationError({"parameters": [f"unknown parameters: {unknown}"]})
+        parameters = {**parameters, "activate": params.validated_data["activate"]}
         try:
-            row = services.start_training(
-                parameters=params.validated_data["parameters"], activate=params.validated_data["activate"]
-            )
-        except services.RecommendError as exc:
+            job = start_training_job(apps=["recommend"], parameters=parameters, user=request.user)
+        except TrainingError as exc:
             raise ValidationError({"parameters": [str(exc)]}) from None
-        return Response(RecommenderModelSerializer(row).data, status=status.HTTP_202_ACCEPTED)
+        return Response(TrainingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -64,11 +64,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tiny_active_version(db, tiny_model_dir):
-    """Make the tiny model the active backbone version (instead of the packaged one)."""
+def tiny_active_version(db, tiny_model_dir, settings):
+    """Make the tiny model the active backbone version and the base that training jobs fine-tune."""
     from backbone.models import ModelVersion
     from backbone.services import reset_caches
 
+    settings.BACKBONE_BASE_MODEL = str(tiny_model_dir)
     ModelVersion.objects.filter(state=ModelVersion.State.ACTIVE).update(state=ModelVersion.State.RETIRED)
     version = ModelVersion.objects.create(name="tiny", path=str(tiny_model_dir), state=ModelVersion.State.ACTIVE)
     reset_caches()

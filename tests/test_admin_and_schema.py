@@ -31,11 +31,19 @@ def test_operator_starts_a_training_job_from_the_admin(client, staff_user, djang
     with django_capture_on_commit_callbacks() as callbacks:
         response = client.post(
             reverse("admin:backbone_trainingjob_add"),
-            {"tasks": ["intents"], "epochs": "1", "batch_size": "32", "max_examples": "", "_save": "Save"},
+            {
+                "apps": ["chatbot"],
+                "epochs": "1",
+                "batch_size": "32",
+                "max_examples": "",
+                "activate": "on",
+                "_save": "Save",
+            },
         )
     assert response.status_code == 302
     job = TrainingJob.objects.get()
-    assert job.parameters["tasks"] == ["intents"] and job.created_by == staff_user
+    assert job.parameters["apps"] == ["chatbot"] and job.parameters["activate"] is True
+    assert job.created_by == staff_user
     assert len(callbacks) == 1  # enqueued for the worker on commit
     page = client.get(reverse("admin:backbone_trainingjob_change", args=[job.pk]))
     assert b"<progress" in page.content and b'http-equiv="refresh"' in page.content
@@ -56,3 +64,20 @@ def test_missing_extension_stops_migrations_with_a_clear_message():
         pytest.raises(CommandError, match="no_such_extension_here.*not available"),
     ):
         operation.database_forwards("backbone", editor, None, None)
+
+
+def test_operator_rolls_the_backbone_back_from_the_admin(client, staff_user, tiny_active_version, tiny_model_dir):
+    from backbone.models import ModelVersion
+    from backbone.services import embed_version, get_active_version, switch_active_version
+
+    newer = ModelVersion.objects.create(name="newer", path=str(tiny_model_dir), state=ModelVersion.State.READY)
+    switch_active_version(version_id=newer.pk)
+    client.force_login(staff_user)
+    response = client.post(
+        reverse("admin:backbone_modelversion_changelist"),
+        {"action": "roll_back", "_selected_action": [newer.pk]},
+        follow=True,
+    )
+    assert [str(m) for m in response.context["messages"]] == ["rolled back: tiny is activating."]
+    embed_version(version_id=tiny_active_version.pk)  # what the bulk worker runs next (nothing to re-embed)
+    assert get_active_version().pk == tiny_active_version.pk

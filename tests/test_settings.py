@@ -48,14 +48,12 @@ def test_every_variable_read_is_listed_in_env_example():
     ("task", "queue"),
     [
         ("backbone.run_training_job", "training"),
-        ("recommend.train", "training"),
-        ("ads.train_ctr", "training"),
-        ("search.train_ranker", "training"),
+        ("backbone.embed_version", "bulk"),
         ("catalog.embed_products", "default"),
-        ("backbone.embed_version", "default"),
+        ("chatbot.refresh_prototypes", "default"),
     ],
 )
-def test_training_tasks_are_routed_to_the_training_queue(task, queue):
+def test_each_task_goes_to_its_queue(task, queue):
     from config.celery import app
 
     assert app.amqp.router.route({}, task)["queue"].name == queue

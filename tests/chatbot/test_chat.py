@@ -99,7 +99,7 @@ def test_out_of_scope_message_is_answered_with_fallback_and_queued_for_review(ta
     try:
         reply = services.answer_message(text="what is the weather on mars", session="s")
     finally:
-        services._CLASSIFIERS.clear()
+        services.reset_caches()
     assert reply.outcome == "out_of_scope" and reply.intent is None and reply.hand_off
     assert Message.objects.review_queue().count() == 1
 
@@ -194,8 +194,7 @@ def test_trained_head_serves_its_intents_and_taught_ones_join_it(tiny_active_ver
     save_head(folder / "heads" / "intents", result.heads["intents"], task.head_config())
     tiny_active_version.path = str(folder)
     tiny_active_version.save(update_fields=["path"])
-    services.backbone_services._ENCODER_CACHE.update(version_id=None, encoder=None, checked_at=0.0)
-    services.backbone_services._LOADED.clear()
+    services.backbone_services.reset_caches()
 
     reply = services.answer_message(text="block my card please", session="s")
     assert {reply.intent, *(a["intent"] for a in reply.alternatives)} <= {"block", "activate", None}
@@ -204,3 +203,23 @@ def test_trained_head_serves_its_intents_and_taught_ones_join_it(tiny_active_ver
     classifier = services.classifier_for(tiny_active_version)
     assert classifier.all_labels == ["activate", "block", "opening_hours"]
     assert IntentPrototype.objects.filter(intent__name="block").count() == 0  # the head knows it
+
+
+@pytest.mark.slow
+def test_one_taught_intent_does_not_capture_every_message(staff_client, storefront_client, packaged_version):
+    from tests.chatbot.conftest import OPENING_HOURS
+
+    taught = staff_client.post(
+        "/api/v1/chat/intents", {"name": "opening_hours", "examples": OPENING_HOURS}, format="json"
+    )
+    assert taught.status_code == 201
+
+    def ask(text: str) -> dict:
+        return storefront_client.post(URL, {"text": text, "session": "one-intent"}, format="json").json()
+
+    hours = ask("what time do you open on saturday")
+    assert hours["intent"] == "opening_hours" and 0.5 < hours["confidence"] < 1.0
+    for text in ["my card payment was declined", "can I return these shoes", "what's the weather like tomorrow"]:
+        body = ask(text)
+        assert (body["intent"], body["outcome"], body["hand_off"]) == (None, "out_of_scope", True), text
+        assert body["confidence"] < 0.5

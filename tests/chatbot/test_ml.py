@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from chatbot.ml import (
+    DEFAULT_SIMILARITY_THRESHOLD,
+    PROTOTYPE_MARGIN,
     IntentClassifier,
     IntentTask,
     LexicalModel,
@@ -13,6 +15,7 @@ from chatbot.ml import (
     class_prototypes,
     expected_calibration_error,
     fit_temperature,
+    similarity_threshold,
     softmax,
 )
 
@@ -110,3 +113,76 @@ def test_intent_task_fine_tunes_and_calibrates_on_a_tiny_backbone(tiny_model_dir
     assert classifier.lexical is not None
     assert classifier.predict_proba(encoder.encode(texts[:3]), texts[:3]).shape == (3, 3)
     assert np.allclose(np.linalg.norm(classifier.prototypes, axis=1), 1.0, atol=1e-4)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_one_prototype_alone_answers_only_what_resembles_its_examples():
+    eye = np.eye(4, dtype=np.float32)
+    classifier = IntentClassifier.from_prototypes(["opening_hours"], eye[:1], [0.5])
+
+    close, unrelated = classifier.predict(np.stack([unit(eye[0] + 0.3 * eye[1]), eye[1]]))
+
+    assert close.intent == "opening_hours" and 0.5 < close.confidence < 1.0
+    assert unrelated.intent is None and unrelated.confidence < 0.01
+    assert unrelated.ranked == [("opening_hours", unrelated.confidence)]
+
+
+def test_prototypes_rank_by_similarity_and_leave_room_for_none_of_them():
+    eye = np.eye(4, dtype=np.float32)
+    classifier = IntentClassifier.from_prototypes(["a", "b"], eye[:2], [0.3, None])
+    assert classifier.reject_similarity == pytest.approx(0.3)  # the mean of the known thresholds
+
+    probs = classifier.predict_proba(np.stack([unit(eye[0] + 0.5 * eye[1]), eye[2]]))
+
+    assert list(probs.argmax(1)) == [0, 0] and (probs.sum(1) < 1.0).all()
+    assert list(classifier.is_out_of_scope(probs)) == [False, True]
+    assert IntentClassifier.from_prototypes(["a"], eye[:1]).reject_similarity == DEFAULT_SIMILARITY_THRESHOLD
+
+
+def test_similarity_threshold_lies_below_every_example_left_out():
+    rng = np.random.default_rng(0)
+    examples = unit(np.eye(16)[0] + 0.3 * rng.normal(size=(10, 16)))
+
+    threshold = similarity_threshold(examples)
+
+    for i in range(10):
+        rest = unit(np.delete(examples, i, axis=0).sum(0))
+        assert examples[i] @ rest > threshold
+    assert similarity_threshold(examples[:1]) is None
+    assert similarity_threshold(np.stack([examples[0]] * 2)) == pytest.approx(1.0 - PROTOTYPE_MARGIN, abs=1e-4)
+
+
+def test_a_head_over_one_intent_is_refused():
+    with pytest.raises(ValueError, match="at least two intents"):
+        IntentTask(([f"open {i}" for i in range(10)], ["opening_hours"] * 10))
+
+
+def test_predictions_count_out_of_scope_as_chat_answers_it():
+    from chatbot.ml import Prediction, prediction_metrics
+
+    predictions = [
+        Prediction("a", 0.9, [("a", 0.9), ("b", 0.1)]),
+        Prediction(None, 0.4, [("b", 0.4), ("a", 0.3)]),  # under the threshold: answered out of scope
+        Prediction(None, 0.8, [("oos", 0.8), ("a", 0.1)]),
+    ]
+    metrics = prediction_metrics(predictions, ["a", "b", "oos"], "oos")
+    assert metrics["accuracy"] == pytest.approx(2 / 3, abs=1e-4) and metrics["top_label_accuracy"] == 1.0
+    assert metrics["out_of_scope_share"] == pytest.approx(2 / 3, abs=1e-4)
+    assert (metrics["in_scope_accuracy"], metrics["oos_recall"]) == (0.5, 1.0)
+    assert prediction_metrics(predictions[:2], ["a", "b"], None)["accuracy"] == 0.5  # no out-of-scope class: wrong
+
+
+def test_threshold_without_out_of_scope_examples_never_rounds_above_the_quantile():
+    probs = np.array([[0.99996, 0.00004]] * 10)
+    t = choose_threshold(probs, np.zeros(10, dtype=int), None, max_in_scope_drop=0.0, quantile=0.02)
+    assert t <= 0.99996
+
+
+def test_a_validation_split_the_head_gets_all_right_keeps_the_temperature_at_one():
+    y = np.arange(20) % 4
+    logits = np.full((20, 4), -1.0)
+    logits[np.arange(20), y] = 1.0  # every message right: the likelihood rises as the temperature shrinks
+    assert fit_temperature(logits, y) == 1.0

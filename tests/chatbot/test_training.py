@@ -6,6 +6,7 @@ import csv
 import json
 from io import StringIO
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 
@@ -38,12 +39,67 @@ def test_intent_task_trains_the_out_of_scope_class_when_the_dataset_has_one():
     assert len(task.train_texts) == 12 and len(task.val_texts) == 3
 
 
-def test_retraining_queues_a_training_job_for_the_intents(django_capture_on_commit_callbacks):
-    store("banking77", [("a", "x", "train")])
+def test_chatbot_tells_train_what_it_trains_on():
+    from backbone.registry import APP_TRAINERS
+
+    trainer = APP_TRAINERS["chatbot"]
+    assert (trainer.app, trainer.tasks, trainer.fine_tunes) == ("chatbot", ("intents",), True)
+    assert trainer.data() == ""
+    store("", [("opening_hours", "when are you open", "train")])
+    assert trainer.data() == ""  # one intent is served by its prototype; a head over it would answer it always
+    store("banking77", [("card_arrival", "where is my card", "train"), ("pin", "my pin", "train")])
+    assert trainer.data() == "taught: 1 intents, 1 examples; banking77: 2 intents, 2 examples"
+
+
+def test_admin_retrain_queues_the_chatbot_training_job_with_the_recipe(
+    client, staff_user, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from backbone.models import TrainingJob
+    from chatbot.ml import RECIPE
+
+    store("banking77", [("a", "x", "train"), ("b", "y", "train")])
+    client.force_login(staff_user)
+    selected = list(Intent.objects.values_list("pk", flat=True))
     with django_capture_on_commit_callbacks() as callbacks:
-        job = services.start_intent_training(dataset="banking77")
-    assert job.parameters["tasks"] == ["intents"] and job.parameters["intent_dataset"] == "banking77"
-    assert job.parameters["activate"] is True and len(callbacks) == 1
+        response = client.post(
+            reverse("admin:chatbot_intent_changelist"), {"action": "retrain", "_selected_action": selected}
+        )
+
+    assert response.status_code == 302
+    job = TrainingJob.objects.get()
+    assert job.parameters["apps"] == ["chatbot"] and job.parameters["intent_dataset"] == "banking77"
+    assert {k: job.parameters[k] for k in RECIPE} == RECIPE and job.created_by == staff_user
+    assert len(callbacks) == 1
+
+
+def test_fit_serves_taught_intents_on_the_new_version_with_that_versions_encoder(tiny_active_version):
+    from backbone.encoder import packaged_model_path
+    from backbone.models import ModelVersion
+    from backbone.services import version_encoder
+    from chatbot.ml import class_prototypes
+    from chatbot.models import IntentPrototype
+    from tests.chatbot.conftest import OPENING_HOURS
+
+    services.teach_intent(name="opening_hours", examples=OPENING_HOURS)
+    new = ModelVersion.objects.create(name="next", path=str(packaged_model_path()), state="activating")
+    steps = []
+
+    def progress(fraction, message):
+        steps.append(fraction)
+
+    args = {"version": new, "parameters": {}, "job_id": None, "progress": progress}
+    assert services.fit_for_version(**args) is None  # the head lives in the version itself
+    services.fit_for_version(**args)  # twice: nothing more to write
+
+    on_new = IntentPrototype.objects.get(version=new)
+    texts = list(on_new.intent.examples.order_by("-id").values_list("text", flat=True))
+    expected = class_prototypes(version_encoder(new).encode(texts), [0] * len(texts), 1)[0]
+    assert np.allclose(on_new.embedding, expected, atol=1e-5) and on_new.threshold > 0
+    on_active = IntentPrototype.objects.get(version=tiny_active_version)
+    assert not np.allclose(on_active.embedding, on_new.embedding, atol=1e-2)
+    assert IntentPrototype.objects.count() == 2 and steps[0] == 0.0 and steps[-1] == 1.0
 
 
 def write_csv(path, header, rows):

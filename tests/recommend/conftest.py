@@ -6,11 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backbone import jobs, lifecycle
+from backbone.models import TrainingJob
+from backbone.services import start_training_job
 from catalog.models import Event
 from recommend import services
+from recommend.models import RecommenderModel
 from tests.factories import CustomerFactory, EventFactory, ProductFactory
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+QUICK = {"bags": 2, "ranker_users": 100}  # a tiny shop needs few rankers
 
 
 @pytest.fixture
@@ -28,28 +33,28 @@ def shop(db):
                 customer=customer,
                 product=product,
                 type=Event.Type.PURCHASE,
-                timestamp=T0 + timedelta(days=c, minutes=step),
+                timestamp=T0 + timedelta(days=c, minutes=step // 2),
                 session=f"s{c}-{step // 2}",
             )
         customers.append(customer)
     return {"saws": saws, "seeds": seeds, "customers": customers}
 
 
+def train_through_a_job(parameters: dict | None = None) -> TrainingJob:
+    """Run the training job of ``manage.py train recommend --inline`` (the one path that trains)."""
+    job = start_training_job(apps=["recommend"], parameters={**QUICK, **(parameters or {})}, enqueue=False)
+    jobs.run_training_job(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
 @pytest.fixture
-def trained(shop, django_capture_on_commit_callbacks):
-    """Train and activate a model on the shop's events (synchronously, like the worker would)."""
-    reset_serving_cache()
-    with django_capture_on_commit_callbacks(execute=False):
-        row = services.start_training(parameters={"holdout_customers": 10})
-    services.train_model(model_id=row.pk)
-    reset_serving_cache()
-    row.refresh_from_db()
-    assert row.state == row.State.ACTIVE, row.error
-    yield row
-    reset_serving_cache()
-
-
-def reset_serving_cache() -> None:
-    """Forget the process's loaded model and cached policies (each test has its own database rows)."""
-    services._CACHE.clear()
-    services._CACHE.update(model_id=None, served=None, checked_at=0.0)
+def trained(shop, settings, tmp_path):
+    """Train and activate a model on the shop's events (in this process, as the worker would)."""
+    settings.MODELS_DIR = tmp_path / "models"
+    services.reset_serving_cache()
+    job = train_through_a_job()
+    assert job.status == TrainingJob.Status.SUCCEEDED, job.error
+    services.reset_serving_cache()
+    yield lifecycle.active(RecommenderModel)
+    services.reset_serving_cache()

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
+from backbone.models import TrainingJob
 from catalog.models import Event, Product
 from recommend import services
 from recommend.models import RecommenderModel, RepeatPolicy
-from tests.factories import ProductFactory
-from tests.recommend.conftest import T0
+from tests.factories import EventFactory, ProductFactory
+from tests.recommend.conftest import T0, train_through_a_job
 
 pytestmark = pytest.mark.django_db
 
@@ -193,25 +194,70 @@ def test_each_malformed_event_is_named_by_position_and_nothing_is_stored(storefr
     assert stored.value == 2.5 and stored.timestamp.utcoffset() is not None
 
 
-def test_training_task_run_twice_trains_once(shop, django_capture_on_commit_callbacks):
-    from recommend.tasks import train
-
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        row = services.start_training(parameters={"holdout_customers": 5}, activate=False)
-    assert len(callbacks) == 1
-    train(row.pk)
-    train(row.pk)
-    row.refresh_from_db()
-    assert row.state == RecommenderModel.State.READY and row.metrics["model"]["n"] > 0
-    assert RecommenderModel.objects.count() == 1
-
-
-def test_staff_queue_training_through_the_api(staff_client, shop, django_capture_on_commit_callbacks):
+def test_staff_list_models_and_start_a_training_job_through_the_api(
+    staff_client, trained, django_capture_on_commit_callbacks
+):
+    listed = staff_client.get(reverse("recommend-models"))
+    assert listed.status_code == 200
+    assert [row["name"] for row in listed.json()["results"]] == [trained.name]
+    assert listed.json()["results"][0]["state"] == "active" and listed.json()["results"][0]["n_items"] == 20
     with django_capture_on_commit_callbacks() as callbacks:
-        response = staff_client.post(reverse("recommend-train"), {"parameters": {"w_pop": 0.2}}, format="json")
+        response = staff_client.post(reverse("recommend-models"), {"parameters": {"w_pop": 0.2}}, format="json")
     assert response.status_code == 202 and len(callbacks) == 1
-    bad = staff_client.post(reverse("recommend-train"), {"parameters": {"nope": 1}}, format="json")
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.parameters["apps"] == ["recommend"] and job.parameters["w_pop"] == 0.2
+    bad = staff_client.post(reverse("recommend-models"), {"parameters": {"nope": 1}}, format="json")
     assert bad.status_code == 400
+
+
+def test_storefront_keys_cannot_list_or_train_models(storefront_client, shop):
+    assert storefront_client.get(reverse("recommend-models")).status_code in (401, 403)
+    assert storefront_client.post(reverse("recommend-models"), {}, format="json").status_code in (401, 403)
+
+
+def test_every_customer_with_history_gets_a_personalised_answer(storefront_client, trained, shop):
+    answers = [for_you(storefront_client, c.external_id, k=4).json() for c in shop["customers"]]
+    assert all(a["fallback"] is None and len(a["items"]) == 4 for a in answers)
+    assert all(item["source"] == "model" for a in answers for item in a["items"])
+
+
+def test_bought_together_comes_from_shared_baskets_not_from_similar_titles(storefront_client, shop, settings, tmp_path):
+    look_alike = ProductFactory(sku="SAW-2B", title="Saw model 2", category_path="tools/saws")
+    buyer = shop["customers"][1]  # a seed customer buys the look-alike on its own
+    EventFactory(customer=buyer, product=look_alike, type=Event.Type.PURCHASE, timestamp=T0 + timedelta(days=90))
+    settings.MODELS_DIR = tmp_path / "models"
+    assert train_through_a_job().status == TrainingJob.Status.SUCCEEDED
+    services.reset_serving_cache()
+    baskets: dict = {}  # (customer, time) -> SKUs
+    for customer, sku, when in Event.objects.values_list("customer_id", "product__sku", "timestamp"):
+        baskets.setdefault((customer, when), set()).add(sku)
+    with_saw_2 = set().union(*(b for b in baskets.values() if "SAW-2" in b)) - {"SAW-2"}
+    together = skus(storefront_client.get(reverse("recommend-bought-together", args=["SAW-2"]), {"k": 10}))
+    assert together and set(together) <= with_saw_2
+    assert "SAW-2B" not in together
+    similar = skus(storefront_client.get(reverse("recommend-similar", args=["SAW-2"]), {"k": 10}))
+    assert len(similar) == 10
+
+
+def test_popular_means_the_newest_days_of_the_data_not_of_the_wall_clock(storefront_client, shop):
+    late = ProductFactory(sku="LATE", title="Latest thing")
+    for c in shop["customers"][:2]:  # two customers, 100 days after everything else (and years ago)
+        EventFactory(customer=c, product=late, type=Event.Type.PURCHASE, timestamp=T0 + timedelta(days=100))
+    services.reset_serving_cache()
+    response = storefront_client.get(reverse("recommend-popular"), {"k": 3})
+    assert skus(response)[0] == "LATE"
+
+
+def test_a_training_without_events_fails_visibly_and_keeps_nothing_serving(db, settings, tmp_path):
+    from backbone.services import get_active_version
+
+    settings.MODELS_DIR = tmp_path / "models"
+    services.reset_serving_cache()
+    with pytest.raises(services.RecommendError, match="no customer events"):
+        services.fit(version=get_active_version(), parameters={})
+    row = RecommenderModel.objects.get()
+    assert row.state == RecommenderModel.State.FAILED and "no customer events" in row.error
+    assert services.served_model() is None
 
 
 def test_admin_preview_shows_history_beside_recommendations(client, staff_user, trained):
@@ -224,3 +270,17 @@ def test_admin_preview_shows_history_beside_recommendations(client, staff_user, 
     assert b"because you bought" in page.content and b"Saw model" in page.content
     models_page = client.get(reverse("admin:recommend_recommendermodel_changelist"))
     assert models_page.status_code == 200 and trained.name.encode() in models_page.content
+
+
+def test_an_operator_rolls_back_from_the_admin_and_the_previous_model_serves(client, staff_user, trained):
+    second = train_through_a_job()
+    assert second.status == TrainingJob.Status.SUCCEEDED, second.error
+    newest = RecommenderModel.objects.get(state=RecommenderModel.State.ACTIVE)
+    assert newest.pk != trained.pk
+    client.force_login(staff_user)
+    url = reverse("admin:recommend_recommendermodel_changelist")
+    response = client.post(url, {"action": "roll_back", "_selected_action": [newest.pk]}, follow=True)
+    assert response.status_code == 200
+    services.reset_serving_cache()
+    assert services.served_model().row.pk == trained.pk
+    assert RecommenderModel.objects.get(pk=newest.pk).state == RecommenderModel.State.RETIRED

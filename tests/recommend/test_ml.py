@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
+from recommend.evaluation import RankingMetrics
 from recommend.ml import (
     MODELS,
     ALSModel,
@@ -18,11 +20,13 @@ from recommend.ml import (
     ItemKNNModel,
     PopularityModel,
     RankedHybridModel,
-    RankingMetrics,
     TrainSet,
+    build_train_set,
+    ease_weights,
+    item_blocks,
     load_model,
+    recent_popularity,
 )
-from recommend.sequential import SASRecConfig, SASRecModel, sequence, text_projection
 
 N_ITEMS = 20
 
@@ -49,12 +53,8 @@ def build(kind: str):
         "als": lambda: ALSModel(factors=4, iterations=5),
         "content": ContentModel,
         "hybrid": lambda: HybridModel(HybridConfig(l2=10.0, w_basket=0.5)),
-        "ranked_hybrid": lambda: RankedHybridModel(HybridConfig(l2=10.0), candidates=8),
-        "sasrec": lambda: SASRecModel(SMALL_SASREC),
+        "ranked_hybrid": lambda: RankedHybridModel(HybridConfig(l2=10.0, candidates=8, bags=2)),
     }[kind]()
-
-
-SMALL_SASREC = SASRecConfig(dim=16, layers=1, heads=2, max_len=8, dropout=0.2, lr=5e-3, batch=16, epochs=40)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -69,7 +69,7 @@ def test_every_model_scores_the_same_after_save_and_load(kind: str, tmp_path: Pa
     np.testing.assert_allclose(again.score(histories), before, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["item_knn", "ease", "als", "content", "hybrid", "ranked_hybrid", "sasrec"])
+@pytest.mark.parametrize("kind", ["item_knn", "ease", "als", "content", "hybrid", "ranked_hybrid"])
 def test_personalised_models_recommend_the_customers_own_group(kind: str):
     model = build(kind).fit(two_groups())
     scores = model.score([History.from_events([11, 12, 13], [0, 1, 2])])[0]
@@ -115,43 +115,70 @@ def test_a_basket_target_counts_every_hit_and_its_ideal():
     assert result["ndcg@2"] == pytest.approx(1.0 / (1 + 1 / np.log2(3)), abs=1e-4)
 
 
-def test_sasrec_sequences_keep_each_item_at_its_newest_occurrence():
-    h = History.from_events([3, 4, 3, 5], [1.0, 2.0, 3.0, 4.0])
-    assert sequence(h).tolist() == [4, 3, 5]
-    assert sequence(History.from_events([], [])).tolist() == []
+def dense_ease(x: np.ndarray, l2: float) -> np.ndarray:
+    """The textbook EASE over the whole catalogue (what the blocks must equal)."""
+    gram = x.T @ x + l2 * np.eye(x.shape[1])
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
 
 
-def test_sasrec_item_embeddings_start_from_the_text_embeddings():
-    train = two_groups()
-    init = text_projection(train.item_vectors, N_ITEMS, 4, np.random.default_rng(0))
-    same = np.corrcoef(init[0], init[1])[0, 1]
-    across = np.corrcoef(init[0], init[15])[0, 1]
-    assert same > 0.9 and across < 0.0
-    untrained = SASRecModel(SASRecConfig(dim=4, layers=1, heads=1, max_len=8, epochs=0)).fit(train)
-    emb = untrained.net.items.weight.detach().numpy()[1:]
-    np.testing.assert_allclose(emb, init, rtol=1e-6)
+def test_ease_blocks_equal_dense_ease_over_the_whole_catalogue():
+    rng = np.random.default_rng(3)
+    x = np.zeros((40, 30), dtype=np.float32)
+    x[:20, :12] = rng.random((20, 12)) < 0.4  # two shops that share no customer ...
+    x[20:, 12:25] = rng.random((20, 13)) < 0.4  # ... and five products nobody bought
+    weights = ease_weights(sp.csr_matrix(x), l2=5.0)
+    assert sorted(len(items) for items, _ in weights.blocks) == [25]  # packed into one block; 25..29 left out
+    dense = np.vstack([weights.row(i) for i in range(30)])
+    np.testing.assert_allclose(dense, dense_ease(x, 5.0), atol=1e-4)
+    h = sp.csr_matrix(x[:3])
+    np.testing.assert_allclose(weights.left_multiply(h), x[:3] @ dense_ease(x, 5.0), atol=1e-4)
+    rows, cols = np.array([0, 13, 29]), np.array([1, 2, 14, 28])
+    np.testing.assert_allclose(weights.take(rows, cols), dense_ease(x, 5.0)[np.ix_(rows, cols)], atol=1e-4)
 
 
-def test_sasrec_learns_what_comes_next_in_a_sequence():
-    """Customers walk stretches of the chain 0 -> 1 -> ... -> 9; after 2, 3, 4 the next item is 5."""
-    rng = np.random.default_rng(0)
-    histories = []
-    for _ in range(60):
-        start = int(rng.integers(0, 6))
-        stop = int(rng.integers(start + 3, 11))
-        histories.append(History.from_events(list(range(start, stop)), list(range(stop - start))))
-    train = TrainSet(items=[f"i{i}" for i in range(N_ITEMS)], histories=histories)
-    model = SASRecModel(SMALL_SASREC).fit(train)
-    scores = model.score([History.from_events([2, 3, 4], [0, 1, 2])])[0]
-    assert int(np.argmax(scores)) == 5
+def test_large_components_get_their_own_blocks_and_a_cap():
+    x = sp.csr_matrix(np.kron(np.eye(3), np.ones((4, 3000))).astype(np.float32))  # three 3,000-item shops
+    blocks = item_blocks(x, max_block=2500)
+    assert [len(b) for b in blocks] == [2500, 2500, 2500]
 
 
-def test_hybrid_with_the_transformer_and_knn_round_trips(tmp_path: Path):
-    config = HybridConfig(l2=10.0, knn=5, w_knn=0.5, seq=True, w_seq=0.5, seq_epochs=3, seq_dim=8)
-    model = HybridModel(config).fit(two_groups())
-    histories = [History.from_events([0, 1, 2], [0, 1, 2])]
-    before = model.components(histories)
-    assert {"seq", "knn"} <= set(before)
-    model.save(tmp_path / "h")
-    again = load_model(tmp_path / "h")
-    np.testing.assert_allclose(again.score(histories), model.score(histories), rtol=1e-5, atol=1e-5)
+def test_train_sets_are_the_same_whatever_order_the_events_come_in():
+    events = [("c2", "b", 5.0), ("c1", "a", 1.0), ("c1", "c", 1.0), ("c2", "a", 3.0), ("c1", "b", 2.0)]
+    baskets = [["c", "a"], ["b", "c"]]
+    first, index = build_train_set(events, baskets)
+    again, _ = build_train_set(reversed(events), reversed(baskets))
+    assert first.items == again.items == ["a", "b", "c"] and first.customers == ["c1", "c2"]
+    for one, two in zip(first.histories, again.histories):
+        assert one.items.tolist() == two.items.tolist() and one.steps.tolist() == two.steps.tolist()
+    assert [b.tolist() for b in first.extra_baskets] == [b.tolist() for b in again.extra_baskets] == [[0, 2], [1, 2]]
+    assert index == {"a": 0, "b": 1, "c": 2}
+
+
+def test_a_history_is_cut_to_its_newest_whole_steps():
+    h = History.from_events([1, 2, 3, 4, 5, 6], [1.0, 2.0, 2.0, 3.0, 3.0, 3.0])
+    assert sorted(h.newest(4).items.tolist()) == [4, 5, 6]  # the step at 2.0 does not fit whole
+    assert sorted(h.newest(5).items.tolist()) == [2, 3, 4, 5, 6]
+    assert h.newest(2).items.tolist() == [4, 5, 6]  # the newest step is kept whole
+    assert h.newest(10) is h
+
+
+def test_recent_popularity_uses_each_parts_own_clock():
+    """Two shops imported together: one's data ends in 2011, the other's in 2018."""
+    day, y2011, y2018 = 86400.0, 1.3e9, 1.5e9
+    events = [(f"or{c}", "or-hit", y2011 - day) for c in range(3)] + [("or9", "or-old", y2011 - 300 * day)]
+    events += [("or9", "or-hit", y2011 - 300 * day)]
+    events += [(f"ml{c}", "ml-hit", y2018 - day) for c in range(2)] + [("ml0", "ml-old", y2018 - 300 * day)]
+    train, index = build_train_set(events)
+    counts = recent_popularity(train, days=30)
+    assert counts[index["or-hit"]] == 3 and counts[index["ml-hit"]] == 2
+    assert counts[index["or-old"]] == 0 and counts[index["ml-old"]] == 0
+
+
+def test_a_ranked_model_trained_on_one_step_histories_falls_back_to_its_blend():
+    train = TrainSet(items=["a", "b", "c"], histories=[History.from_events([0, 1], [0, 0])] * 5)
+    model = RankedHybridModel(HybridConfig(l2=1.0, candidates=3)).fit(train)
+    assert model.boosters == []
+    assert model.score([History.from_events([0], [0])]).shape == (1, 3)

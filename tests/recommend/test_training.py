@@ -48,21 +48,34 @@ def test_one_training_step_moves_the_encoder_and_lowers_the_loss(shop, tiny_acti
     assert set(task.baselines(encoder)) == {"untuned"}
 
 
-def test_a_shared_training_job_with_recommend_items_writes_a_version_with_its_head(
-    shop, tiny_active_version, settings, tmp_path, django_capture_on_commit_callbacks
+def test_a_job_that_names_recommend_items_fine_tunes_and_trains_the_recommender_on_the_new_version(
+    shop, tiny_active_version, settings, tmp_path
 ):
+    """The recommender reads the embeddings of the version being trained, before that version serves."""
+    from backbone import jobs, lifecycle
     from backbone import services as backbone_services
-    from backbone.models import TrainingJob
+    from backbone.models import ModelVersion, TrainingJob
+    from recommend.models import RecommenderModel
 
     settings.MODELS_DIR = tmp_path / "models"
-    with django_capture_on_commit_callbacks(execute=False):
-        job = backbone_services.start_training_job(
-            tasks=["recommend_items"], parameters={"epochs": 1, "batch_size": 8, "max_examples": 32}
-        )
-    backbone_services.run_training_job(job_id=job.pk)
+    job = backbone_services.start_training_job(
+        apps=["recommend"],
+        tasks=["recommend_items"],
+        parameters={"epochs": 1, "batch_size": 8, "max_examples": 32, "bags": 1},
+        enqueue=False,
+    )
+    jobs.run_training_job(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == TrainingJob.Status.SUCCEEDED, job.error
-    assert "recommend_items" in job.metrics["tasks"] and "untuned" in job.metrics["baselines"]["recommend_items"]
-    assert (
-        tmp_path / "models" / job.result_version.name / "heads" / "recommend_items" / "weights.safetensors"
-    ).exists()
+    assert "recommend_items" in job.metrics["tasks"]
+    version = lifecycle.active(ModelVersion)
+    assert version.pk != tiny_active_version.pk and version.training_job_id == job.pk
+    assert (tmp_path / "models" / version.name / "heads" / "recommend_items" / "weights.safetensors").exists()
+    recommender = lifecycle.active(RecommenderModel)
+    assert recommender.training_job_id == job.pk
+    assert recommender.metrics["backbone"] == version.name and recommender.metrics["with_text"]
+
+
+def test_the_recommend_app_trains_without_a_fine_tune_by_default():
+    trainer = registry.APP_TRAINERS["recommend"]
+    assert trainer.tasks == () and not trainer.fine_tunes and trainer.fit is not None
