@@ -4,10 +4,10 @@
 
 Prepares its own STATE_DIR (the 54,667 Home Depot products, their queries and labels), gives the
 products deterministic synthetic prices and stock (the dataset has titles only, and the
-filters need something to filter on), stores the base encoder's product embeddings (taken from
-the search evaluation's cache when it holds the same titles, else computed), trains the learned
-ranker of the active version, starts gunicorn (2 workers x 4 threads) and sends real Home Depot
-queries from 8 concurrent keep-alive clients:
+filters need something to filter on), runs ``manage.py train search --inline`` (a short fine-tune:
+``--train-batches`` batches of the search task, then the products re-embedded with the new version
+and the ranker trained for it, all activated together), starts gunicorn (2 workers x 4 threads)
+and sends real Home Depot queries from 8 concurrent keep-alive clients:
 
 - ``plain``: ``q`` only, facets off; ``filtered``: price range + in stock, facets off;
   ``faceted``: ``q`` with facets on (category, brand, price buckets over the match set);
@@ -38,48 +38,14 @@ from bench.harness import PYTHON, _env, load_test, manage, peak_rss_mb, prepare_
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 SETUP = r"""
-import hashlib, json, sys
-from pathlib import Path
-import numpy as np
 from django.db import connection
-from backbone.services import get_active_version, load_encoder
-from catalog.embeddings import product_index
-from catalog.models import Product, ProductEmbedding
 
-cache_dir = sys.argv[1]
 with connection.cursor() as cursor:
     # Synthetic, deterministic prices and stock: the dataset has none, the filters need them.
     cursor.execute(
         "UPDATE catalog_product SET price = mod(abs(hashtext(sku)), 50000) / 100.0 + 1, "
         "in_stock = mod(abs(hashtext(sku || 's')), 10) <> 0 WHERE price IS NULL"
     )
-version = get_active_version()
-missing = Product.objects.exclude(embeddings__version_id=version.pk).count()
-source = "present"
-if missing:
-    rows = list(Product.objects.order_by("id").values_list("id", "title", "sku"))
-    vectors = None
-    encoder = load_encoder(version)
-    for path in sorted(Path(cache_dir).glob("search-eval-*.npz")) if cache_dir else []:
-        data = np.load(path, allow_pickle=False)["vectors"]
-        if len(data) == len(rows):
-            vectors = data
-            source = str(path)
-    texts = product_index.texts([pid for pid, _, _ in rows])
-    if vectors is None:
-        source = "computed"
-        vectors = encoder.encode([texts[pid] for pid, _, _ in rows], batch_size=64)
-        ids = [pid for pid, _, _ in rows]
-    else:
-        # Cached rows are in products.csv order == import order == id order; check titles match.
-        ids = [pid for pid, _, _ in rows]
-        probe = encoder.encode([texts[ids[i]] for i in (0, len(ids) // 2, len(ids) - 1)])
-        if not np.allclose(probe, vectors[[0, len(ids) // 2, len(ids) - 1]], atol=1e-4):
-            source = "computed (cache did not match)"
-            vectors = encoder.encode([texts[pid] for pid in ids], batch_size=64)
-    for start in range(0, len(ids), 2000):
-        product_index.store(version.pk, dict(zip(ids[start:start + 2000], vectors[start:start + 2000])))
-print(json.dumps({"version": version.name, "embeddings": source, "missing_before": missing}))
 """
 
 
@@ -93,9 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("--state-dir", default="/tmp/state-search-bench")
-    parser.add_argument("--cache-dir", default="/tmp/search-cache", help="the evaluation's embedding cache")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--train-batches", type=int, default=50, help="fine-tune batches of the search task")
     parser.add_argument("--ranker-queries", type=int, default=1500)
     parser.add_argument("--port", type=int, default=8731)
     args = parser.parse_args()
@@ -104,13 +70,17 @@ def main() -> None:
     started = time.monotonic()
     prepare_state(args.state_dir, ["homedepot"], args.data_dir)
     setup = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", SETUP.replace("sys.argv[1]", repr(args.cache_dir))],
-        cwd=REPO_ROOT, env=_env(args.state_dir, env), capture_output=True, text=True,
+        [PYTHON, "manage.py", "shell", "-c", SETUP], cwd=REPO_ROOT, env=_env(args.state_dir, env),
+        capture_output=True, text=True,
     )  # fmt: skip
     if setup.returncode != 0:
         raise SystemExit(setup.stderr[-3000:])
-    prepared = json.loads(setup.stdout.strip().splitlines()[-1])
-    ranker = manage(args.state_dir, "train_search_ranker", "--max-queries", str(args.ranker_queries), env=env).strip()
+    trained = manage(
+        args.state_dir, "train", "search", "--inline",
+        "--set", f"search_max_batches={args.train_batches}",
+        "--set", f"search_ranker_queries={args.ranker_queries}",
+        env=env,
+    ).strip()  # fmt: skip
     setup_seconds = round(time.monotonic() - started, 1)
 
     queries = read_queries(Path(args.data_dir) / "homedepot_search" / "queries.csv", args.queries, seed=3)
@@ -161,8 +131,7 @@ def main() -> None:
                 "server": "gunicorn config.wsgi, 2 workers x 4 threads, BACKBONE_TORCH_THREADS=1",
                 "queries": args.queries,
                 "repeats": args.repeats,
-                "prepared": prepared,
-                "ranker": ranker,
+                "trained": trained,
                 "setup_seconds": setup_seconds,
                 "results": results,
                 "ratios": ratios,

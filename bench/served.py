@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import json
 import math
 import random
@@ -116,7 +117,8 @@ def measure_search(api: Api, folder: Path, limit: int | None, seed: int) -> dict
         answer = api.call("/api/v1/search?" + urllib.parse.urlencode({"q": text, "page_size": 10}))
         return [hit["sku"] for hit in answer["results"]]
 
-    titles = {r["product_uid"]: r["product_title"] for r in read_csv(folder / "products.csv")}
+    # the platform stores titles unescaped (``&amp;`` -> ``&``): BM25 gets the same text
+    titles = {r["product_uid"]: html.unescape(r["product_title"]) for r in read_csv(folder / "products.csv")}
     clean = [ndcg_at_k(served(queries[q]), judged[q]) for q in ids]
     typos = [ndcg_at_k(served(typo(queries[q], rng)), judged[q]) for q in ids]
     bm25 = [ndcg_at_k(r, judged[q]) for q, r in zip(ids, bm25_rankings(titles, [queries[q] for q in ids]))]

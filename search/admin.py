@@ -1,7 +1,8 @@
 from django.contrib import admin
 
+from backbone.admin import TrainedModelAdmin
 from search import services
-from search.models import JudgedQuery, RelevanceLabel, SearchClick, SearchQueryLog
+from search.models import JudgedQuery, RelevanceLabel, SearchClick, SearchQueryLog, SearchRanker
 
 
 @admin.register(JudgedQuery)
@@ -62,3 +63,11 @@ class SearchClickAdmin(admin.ModelAdmin):
     search_fields = ["query__text", "product__sku", "product__title"]
     raw_id_fields = ["query", "product"]
     list_select_related = ["query", "product"]
+
+
+@admin.register(SearchRanker)
+class SearchRankerAdmin(TrainedModelAdmin):
+    """Learned rankers: each serves only while its backbone version is the active one."""
+
+    extra_columns = ["backbone_version"]
+    list_select_related = ["backbone_version", "training_job"]

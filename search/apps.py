@@ -1,3 +1,5 @@
+"""The search app: its importer, backbone task, evaluator, and what ``manage.py train search`` trains."""
+
 from django.apps import AppConfig
 
 
@@ -8,9 +10,18 @@ class SearchConfig(AppConfig):
     def ready(self) -> None:
         from backbone import registry
         from catalog import importers
-        from search import evaluation, services
+        from search import evaluation, training
         from search.importers import import_homedepot
 
         importers.register("homedepot", import_homedepot)
         registry.register_evaluator("search", ("homedepot",), evaluation.evaluate_search)
-        registry.register_task("search", services.build_training_task)
+        registry.register_task("search", training.build_training_task)
+        registry.register_app(
+            registry.AppTrainer(
+                app="search",
+                tasks=("search",),
+                fine_tunes=True,
+                data=training.training_summary,
+                fit=training.fit_ranker,
+            )
+        )

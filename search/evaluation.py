@@ -1,60 +1,51 @@
-"""Search evaluation behind ``manage.py evaluate search --dataset homedepot``.
+"""Search evaluation behind ``manage.py evaluate search --dataset homedepot``: what the API serves, measured.
 
-Indexes the train folder's catalogue into a TEMPORARY table of the current PostgreSQL session
-(full text: tsvector + GIN; typos: pg_trgm GIN; semantic: pgvector HNSW, cosine), so the
-operator's catalogue and embeddings are never read or written, trains the learned ranker on the
-train folder's labels, and measures the test folder's judged queries.
+It trains with the functions ``manage.py train search`` uses and ranks with the function the
+API view calls, on the STATE_DIR's database (inside the command's transaction, which is always
+rolled back):
 
-The project's model (``metrics``) is the serving pipeline of :mod:`search.services` on that
-table: the query is corrected against the catalogue's vocabulary, three PostgreSQL legs
-(full text OR-query ranked by ``ts_rank``, trigram ``word_similarity``, HNSW cosine of the
-fine-tuned encoder) give up to 250 candidates, and a LightGBM lambdarank model
-(:class:`search.ml.Ranker`) trained on the train folder's labels reorders them.
+1. the train folder is imported with the Home Depot importer (catalogue and judged queries;
+   ``limit_products`` keeps the first N products plus every judged one, ``train_queries`` a
+   seeded sample of the judged queries). A catalogue that is not empty is refused: the test
+   queries would be ranked against products that are not the dataset's;
+2. the catalogue is embedded with the base backbone (the registered index) and every test query
+   goes through :func:`search.services.search_products` before any training
+   (``baselines.served_untrained``: what a fresh platform serves), and in its ``lexical`` mode
+   (``baselines.postgres_fts``); ``baselines.bm25_tantivy`` is BM25 of the tantivy engine
+   (``en_stem``, OR of the words) over the same titles;
+3. one training job is run as ``manage.py train search --inline`` runs it
+   (:func:`backbone.jobs.run_training_job`: the backbone fine-tuned with the ``search`` task,
+   products re-embedded, the ranker fitted by :func:`search.training.fit_ranker`, all activated
+   together), with its model folders in a temporary ``MODELS_DIR``; options other than the
+   evaluation's own are the job's parameters (``--set epochs=1``, ``--set search_ranker_queries=500``);
+4. the test queries, and a copy of each with one seeded random character edit
+   (:func:`search.ml.add_typo`), go through ``search_products`` again (``metrics``).
 
-The encoder is fine-tuned first, with the ``search`` task of the shared multi-task trainer
-(in-batch and hard negatives, :class:`search.ml.SearchContrastiveTask`) on the train folder's
-judged queries that the ranker does not train on (options ``finetune`` (default true),
-``finetune_epochs`` 1, ``finetune_lr`` 5e-5, ``finetune_batch_size`` 32, ``finetune_max_pairs``
-20000, ``finetune_queries``); the products are then embedded with it. ``components`` reports
-the fine-tuned dense leg alone. Baselines, same run and same index:
-
-- ``bm25_tantivy``: BM25 of the tantivy search engine library (English stemming), OR of the words;
-- ``postgres_fts``: PostgreSQL full text alone (OR of the words, ``ts_rank(tsv, q, 1)``);
-- ``dense_untuned``: the un-tuned base encoder over pgvector, top 100 by cosine distance;
-- ``rrf``: reciprocal-rank fusion (k=60) of the last two.
-
-Metrics, averaged over test queries with at least one label: ``ndcg@10`` with gain = graded
-relevance (unjudged products gain 0); ``recall@100`` and ``mrr`` (first relevant hit in the top
-100) where "relevant" means relevance >= 2.0; ``typo_ndcg@10``: ndcg@10 of the same queries with
-one seeded random character edit in one word of 5+ letters (:func:`search.ml.add_typo`).
-
-The ranker trains on the train folder's judged queries (a seeded sample of ``train_queries``,
-default 3000; 10% of them held out for early stopping), with typo'd copies of a share of them
-(``train_typo_fraction``) so that it also learns what a corrected or misspelt query looks like.
+Metrics, averaged over the test queries: ``ndcg@10`` with gain 2^(relevance-1) - 1 (unjudged
+products gain 0), ``recall@100`` and ``mrr`` over the first 100 results where "relevant" means
+relevance >= 2, and ``typo_ndcg@10``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import logging
 import random
 import re
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.db import connection, transaction
+from django.test.utils import override_settings
 from tqdm import tqdm
 
-from backbone.encoder import Encoder
-from backbone.services import base_model_path, ensure_migrated
 from catalog.importers import DatasetError, ImportOptions, read_csv
-from search import ml
+from search import ml, retrieval, services
 from search.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
 
 logger = logging.getLogger(__name__)
@@ -63,17 +54,12 @@ DATASETS = ("homedepot",)
 RELEVANT_THRESHOLD = 2.0
 NDCG_K = 10
 TOP_K = 100
-TRIGRAM_K = 50
-RRF_K = 60
-EMBED_BATCH_SIZE = 64
-TABLE = "search_eval_products"  # a TEMPORARY table: private to this session, gone after the evaluation
+EVALUATION_OPTIONS = ("limit_products", "limit_queries", "train_queries", "untrained")
 WORD = re.compile(r"\w+")
-BASELINES = ("bm25_tantivy", "postgres_fts", "dense_untuned", "rrf")
-DENSE_COLUMNS = ("embedding", "base_embedding")  # fine-tuned encoder, un-tuned encoder
 
 
 class EvaluationInputError(ValueError):
-    """A dataset folder lacks a file or a column the evaluation needs."""
+    """A dataset folder lacks a file or a column the evaluation needs, or the database is not empty."""
 
 
 @dataclass
@@ -82,6 +68,10 @@ class JudgedQueries:
 
     texts: dict[str, str]
     judgements: dict[str, dict[str, float]]
+
+    def subset(self, ids: Sequence[str]) -> JudgedQueries:
+        """Return the queries ``ids`` only."""
+        return JudgedQueries({q: self.texts[q] for q in ids}, {q: self.judgements[q] for q in ids})
 
 
 # --- reading the folders --------------------------------------------------------------------
@@ -93,12 +83,6 @@ def read_table(path: Path, required: list[str]) -> list[dict[str, str]]:
         return [row for _, row in read_csv(path, required, ImportOptions(progress=False))]
     except DatasetError as exc:
         raise EvaluationInputError(str(exc)) from None
-
-
-def load_catalogue(train_dir: Path) -> dict[str, str]:
-    """Return product uid -> title from the train folder's ``products.csv``, in file order."""
-    rows = read_table(train_dir / "products.csv", ["product_uid", "product_title"])
-    return {row["product_uid"]: row["product_title"] for row in rows}
 
 
 def load_judged_queries(folder: Path) -> JudgedQueries:
@@ -123,166 +107,67 @@ def sample_queries(judged: JudgedQueries, limit: int | None, seed: int) -> list[
     return ids
 
 
-def select_products(catalogue: dict[str, str], judged: list[JudgedQueries], limit: int | None) -> dict[str, str]:
-    """Return the products to index: all, or the first ``limit`` plus every product judged in ``judged``.
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` (dicts with the same keys) as a UTF-8 CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
 
-    Keeping the judged products makes a small index still meaningful (the answers are in it).
+
+def write_train_folder(
+    train_dir: Path, out: Path, train: JudgedQueries, test: JudgedQueries, limit_products: int | None
+) -> None:
+    """Write the folder to import: the ``train`` queries with their labels, and the catalogue.
+
+    With ``limit_products``: the first N products plus every product judged for a train or test
+    query (so that a small catalogue still holds the answers).
     """
-    if limit is None:
-        return catalogue
-    chosen = dict(list(catalogue.items())[:limit])
-    for queries in judged:
-        for labels in queries.judgements.values():
-            for uid in labels:
-                if uid in catalogue:
-                    chosen[uid] = catalogue[uid]
-    return chosen
+    products = read_table(train_dir / "products.csv", ["product_uid", "product_title"])
+    if limit_products is not None:
+        judged = {uid for queries in (train, test) for labels in queries.judgements.values() for uid in labels}
+        products = [row for i, row in enumerate(products) if i < limit_products or row["product_uid"] in judged]
+    write_rows(out / "products.csv", products)
+    write_rows(out / "queries.csv", [{"query_id": q, "query": text} for q, text in train.texts.items()])
+    labels = [
+        {"query_id": q, "product_uid": uid, "relevance": str(relevance)}
+        for q, labels in train.judgements.items()
+        for uid, relevance in labels.items()
+    ]
+    write_rows(out / "labels.csv", labels)
 
 
-def subset(judged: JudgedQueries, ids: list[str]) -> JudgedQueries:
-    return JudgedQueries({q: judged.texts[q] for q in ids}, {q: judged.judgements[q] for q in ids})
+def import_train_folder(train_dir: Path, train: JudgedQueries, test: JudgedQueries, options: dict) -> dict:
+    """Import the train side into the (empty) catalogue with the Home Depot importer; return its counts."""
+    from catalog.models import Product
+    from search.importers import import_homedepot
 
-
-# --- the temporary index --------------------------------------------------------------------
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    """Return pgvector's text form of a 1-d float vector: ``[x1,x2,...]``."""
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
-
-
-def embed(encoder: Encoder, texts: Sequence[str], desc: str) -> np.ndarray:
-    """Embed ``texts`` in batches of 64 with a progress bar on stderr."""
-    with tqdm(total=len(texts), desc=desc, unit=" texts", file=sys.stderr, mininterval=5.0) as bar:
-        return encoder.encode(texts, batch_size=EMBED_BATCH_SIZE, progress=bar.update)
-
-
-def embed_cached(encoder: Encoder, model_path: Path, texts: list[str], cache_dir: str | None) -> np.ndarray:
-    """Embed product texts, reusing ``cache_dir/<hash>.npz`` when the same model embedded the same texts."""
-    if not cache_dir:
-        return embed(encoder, texts, "embed products")
-    digest = hashlib.sha256(("\x00".join([str(model_path), str(encoder.max_length), *texts])).encode()).hexdigest()
-    path = Path(cache_dir) / f"search-eval-{digest[:24]}.npz"
-    if path.exists():
-        return np.load(path, allow_pickle=False)["vectors"]
-    vectors = embed(encoder, texts, "embed products")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, vectors=vectors)
-    return vectors
-
-
-def create_index(cursor, products: dict[str, str], vectors: np.ndarray, base_vectors: np.ndarray) -> None:
-    """Create and fill the temporary product table with GIN (full text, trigram) and HNSW indexes.
-
-    ``vectors`` are the fine-tuned encoder's (column ``embedding``), ``base_vectors`` the un-tuned
-    one's (column ``base_embedding``, for the dense baseline). Call inside a transaction, and drop
-    the table before it ends: on an error the rollback removes it.
-    """
-    cursor.execute(
-        f"""CREATE TEMPORARY TABLE {TABLE} (
-            uid text PRIMARY KEY,
-            title text NOT NULL,
-            tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', title)) STORED,
-            embedding vector({vectors.shape[1]}) NOT NULL,
-            base_embedding vector({base_vectors.shape[1]}) NOT NULL
-        )"""
-    )
-    with cursor.copy(f"COPY {TABLE} (uid, title, embedding, base_embedding) FROM STDIN") as copy:
-        for (uid, title), vector, base in zip(products.items(), vectors, base_vectors, strict=True):
-            copy.write_row((uid, title, vector_literal(vector), vector_literal(base)))
-    # The HNSW build keeps its graph in maintenance_work_mem; 54k x 384 floats need more than the default.
-    cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
-    cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (tsv)")
-    cursor.execute(f"CREATE INDEX ON {TABLE} USING gin (lower(title) gin_trgm_ops)")
-    for column in DENSE_COLUMNS:
-        cursor.execute(
-            f"CREATE INDEX ON {TABLE} USING hnsw ({column} vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+    stored = Product.objects.count()
+    if stored:
+        raise EvaluationInputError(
+            f"the catalogue of this STATE_DIR is not empty ({stored:,} products); evaluate on a fresh STATE_DIR "
+            "(manage.py migrate on an empty one), so that only the dataset's products are ranked"
         )
-    cursor.execute(f"ANALYZE {TABLE}")
-    # ef_search bounds how many rows an HNSW scan returns; it must reach LIMIT 100.
-    cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(TOP_K, 100)])
-    cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = 0.5")
-
-
-def title_lexemes(cursor) -> dict[str, list[str]]:
-    """Return uid -> English lexemes of the title (PostgreSQL's stemming, as the index has them)."""
-    cursor.execute(f"SELECT uid, tsvector_to_array(tsv) FROM {TABLE}")
-    return dict(cursor.fetchall())
-
-
-def query_lexemes(cursor, texts: Sequence[str]) -> list[list[str]]:
-    """Return each text's English lexemes in the order they occur (PostgreSQL's stemming)."""
-    cursor.execute(
-        """SELECT t.i, coalesce(array(SELECT u.lexeme FROM unnest(to_tsvector('english', t.q)) u
-                                     ORDER BY u.positions[1]), '{}')
-           FROM unnest(%s::text[]) WITH ORDINALITY AS t(q, i) ORDER BY t.i""",
-        [list(texts)],
-    )
-    return [lexemes for _, lexemes in cursor.fetchall()]
+    with tempfile.TemporaryDirectory(prefix="search-eval-") as folder:
+        write_train_folder(train_dir, Path(folder), train, test, options.get("limit_products"))
+        counts = import_homedepot(Path(folder), ImportOptions(progress=False))
+    retrieval.catalogue_vocabulary(refresh=True)
+    return counts
 
 
 # --- the systems ----------------------------------------------------------------------------
 
 
-def or_tsquery_text(query: str) -> str:
-    """Return ``to_tsquery`` input that matches any word of ``query`` ('' when it has none).
-
-    Only ``\\w+`` runs are kept, so no character of the query can break the tsquery syntax.
-    """
-    return " | ".join(WORD.findall(query))
-
-
-def search_fts(cursor, query: str, limit: int = TOP_K) -> list[tuple[str, float]]:
-    """Return up to ``limit`` (uid, ts_rank) ranked by PostgreSQL full text (OR of the query's words)."""
-    text = or_tsquery_text(query)
-    if not text:
-        return []
-    cursor.execute(
-        f"""SELECT uid, ts_rank(tsv, q, 1) AS r FROM {TABLE}, to_tsquery('english', %s) AS q
-            WHERE tsv @@ q ORDER BY r DESC, uid LIMIT %s""",
-        [text, limit],
-    )
-    return cursor.fetchall()
-
-
-def search_trigram(cursor, query: str, limit: int = TRIGRAM_K) -> list[str]:
-    """Return up to ``limit`` uids whose title contains a close (trigram) match of the query."""
-    query = query.lower().strip()
-    if len(query) < 3:
-        return []
-    cursor.execute(
-        f"""SELECT uid FROM {TABLE} WHERE %s <%% lower(title)
-            ORDER BY word_similarity(%s, lower(title)) DESC, uid LIMIT %s""",
-        [query, query, limit],
-    )
-    return [uid for (uid,) in cursor.fetchall()]
-
-
-def search_dense(cursor, vector: np.ndarray, limit: int = TOP_K, column: str = "embedding") -> list[tuple[str, float]]:
-    """Return the ``limit`` (uid, cosine similarity) nearest to ``vector`` in ``column`` (HNSW)."""
-    if column not in DENSE_COLUMNS:
-        raise ValueError(f"column must be one of {DENSE_COLUMNS}")
-    cursor.execute(
-        f"""SELECT uid, 1 - ({column} <=> %s::vector) FROM {TABLE}
-            ORDER BY {column} <=> %s::vector LIMIT %s""",
-        [vector_literal(vector)] * 2 + [limit],
-    )
-    return cursor.fetchall()
-
-
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K, limit: int = TOP_K) -> list[str]:
-    """Fuse rankings by summing 1 / (k + rank) per item (Cormack et al. 2009); ties by id."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
-    return sorted(scores, key=lambda item: (-scores[item], item))[:limit]
+def served_ranking(query: str, *, mode: str = "hybrid") -> list[str]:
+    """Return the skus that ``GET /api/v1/search?q=QUERY`` ranks first (top 100), best first."""
+    result = services.search_products(query=query.strip(), page_size=TOP_K, mode=mode, facets=False, log=False)
+    return [hit.sku for hit in result.hits]
 
 
 class TantivyBM25:
     """BM25 of the tantivy search engine library over product titles (English stemming), in memory."""
 
-    def __init__(self, products: dict[str, str]):
+    def __init__(self, titles: dict[str, str]):
         import tantivy
 
         builder = tantivy.SchemaBuilder()
@@ -290,7 +175,7 @@ class TantivyBM25:
         builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
         self.index = tantivy.Index(builder.build())
         writer = self.index.writer(heap_size=100_000_000, num_threads=1)
-        for uid, title in products.items():
+        for uid, title in titles.items():
             writer.add_document(tantivy.Document(uid=uid, title=title))
         writer.commit()
         writer.wait_merging_threads()
@@ -306,126 +191,15 @@ class TantivyBM25:
         return [self.searcher.doc(address)["uid"][0] for _, address in self.searcher.search(parsed, limit).hits]
 
 
-@dataclass
-class SearchIndex:
-    """What the project's pipeline needs besides the temporary table."""
-
-    lexemes: dict[str, list[str]]
-    stats: ml.LexiconStats
-    corrector: ml.QueryCorrector
-    titles: dict[str, str]
+def rankings(system: Callable[[str], list[str]], texts: list[str], desc: str) -> list[list[str]]:
+    """Return ``system``'s ranking of each text, with a progress bar on stderr."""
+    return [system(text) for text in tqdm(texts, desc=desc, file=sys.stderr, mininterval=10.0)]
 
 
-def gather_candidates(
-    cursor, index: SearchIndex, query: str, corrected: str, vector: np.ndarray
-) -> tuple[list[ml.Candidate], dict[str, list[str]]]:
-    """Return the fused candidates of the three legs with their scores, and each leg's ranking."""
-    lexical = search_fts(cursor, corrected)
-    trigram = search_trigram(cursor, query)
-    dense = search_dense(cursor, vector)
-    legs = {"lexical": [u for u, _ in lexical], "trigram": trigram, "dense": [u for u, _ in dense]}
-    order = list(dict.fromkeys(legs["lexical"] + legs["dense"] + legs["trigram"]))
-    if not order:
-        return [], legs
-    cursor.execute(
-        f"""SELECT uid, ts_rank(tsv, to_tsquery('english', %s), 1), similarity(%s, lower(title)),
-                   word_similarity(%s, lower(title)), 1 - (embedding <=> %s::vector)
-            FROM {TABLE} WHERE uid = ANY(%s)""",
-        [or_tsquery_text(corrected), query.lower(), query.lower(), vector_literal(vector), order],
-    )
-    scores = {row[0]: row[1:] for row in cursor.fetchall()}
-    ranks = {name: {uid: rank for rank, uid in enumerate(ranking, start=1)} for name, ranking in legs.items()}
-    candidates = []
-    for uid in order:
-        ts_rank, trigram_sim, word_sim, cosine = scores[uid]
-        candidates.append(
-            ml.Candidate(
-                key=uid, title=index.titles[uid], lexemes=index.lexemes[uid], ts_rank=ts_rank,
-                trigram=trigram_sim, word_similarity=word_sim, cosine=cosine,
-                ranks={name: r[uid] for name, r in ranks.items() if uid in r},
-            )
-        )  # fmt: skip
-    return candidates, legs
-
-
-@dataclass
-class QueryRun:
-    """One query's candidates and features (for training) and the baselines' rankings."""
-
-    candidates: list[ml.Candidate]
-    features: np.ndarray
-    legs: dict[str, list[str]]
-
-
-def run_queries(cursor, index: SearchIndex, texts: list[str], encoder: Encoder, desc: str) -> list[QueryRun]:
-    """Run the pipeline's retrieval and feature extraction for each text (no ranking yet)."""
-    corrected = [index.corrector.correct(text) for text in texts]
-    vectors = embed(encoder, corrected, f"embed {desc}")
-    lexemes = query_lexemes(cursor, corrected)
-    runs = []
-    for text, fixed, vector, query_lexeme in tqdm(
-        zip(texts, corrected, vectors, lexemes, strict=True), total=len(texts), desc=desc, file=sys.stderr,
-        mininterval=5.0,
-    ):  # fmt: skip
-        candidates, legs = gather_candidates(cursor, index, text, fixed, vector)
-        features = ml.candidate_features(fixed, query_lexeme, candidates, index.stats)
-        runs.append(QueryRun(candidates, features, legs))
-    return runs
-
-
-def baseline_rankings(cursor, bm25: TantivyBM25, texts: list[str], vectors: np.ndarray) -> dict[str, list[list[str]]]:
-    """Return each baseline's ranking of each raw (uncorrected) text."""
-    result: dict[str, list[list[str]]] = {name: [] for name in BASELINES}
-    for text, vector in tqdm(
-        zip(texts, vectors, strict=True), total=len(texts), desc="baselines", file=sys.stderr, mininterval=5.0
-    ):
-        fts = [uid for uid, _ in search_fts(cursor, text)]
-        dense = [uid for uid, _ in search_dense(cursor, vector, column="base_embedding")]
-        result["bm25_tantivy"].append(bm25.search(text))
-        result["postgres_fts"].append(fts)
-        result["dense_untuned"].append(dense)
-        result["rrf"].append(reciprocal_rank_fusion([fts, dense]))
-    return result
-
-
-def rank_runs(ranker: ml.Ranker, runs: list[QueryRun]) -> list[list[str]]:
-    """Return each query's candidates ordered by the ranker, best first, top 100."""
-    rankings = []
-    for run in runs:
-        scores = ranker.predict(run.features)
-        order = np.argsort(-scores, kind="stable")
-        rankings.append([run.candidates[i].key for i in order[:TOP_K]])
-    return rankings
-
-
-def training_relevances(runs: list[QueryRun], judgements: list[dict[str, float]]) -> list[np.ndarray]:
-    return [np.array([labels.get(c.key, 0.0) for c in run.candidates]) for run, labels in zip(runs, judgements)]
-
-
-def fit_ranker(runs: list[QueryRun], judgements: list[dict[str, float]], seed: int, rounds: int) -> ml.Ranker:
-    """Fit the lambdarank model on queries with candidates; 10% of them (seeded) for early stopping."""
-    usable = [i for i, run in enumerate(runs) if len(run.candidates) > 1]
-    random.Random(seed).shuffle(usable)
-    n_valid = max(1, len(usable) // 10)
-    valid, train = usable[:n_valid], usable[n_valid:]
-    relevances = training_relevances(runs, judgements)
-    return ml.Ranker.fit(
-        [runs[i].features for i in train],
-        [relevances[i] for i in train],
-        [runs[i].features for i in valid],
-        [relevances[i] for i in valid],
-        rounds=rounds,
-        seed=seed,
-    )
-
-
-# --- scoring --------------------------------------------------------------------------------
-
-
-def score_rankings(rankings: Sequence[list[str]], judgements: Sequence[dict[str, float]]) -> dict[str, float]:
+def score_rankings(ranked: Sequence[list[str]], judgements: Sequence[dict[str, float]]) -> dict[str, float]:
     """Return mean ndcg@10 over all queries, recall@100 and MRR over queries with a relevant product."""
     ndcg, recall, rr = [], [], []
-    for ranking, judged in zip(rankings, judgements, strict=True):
+    for ranking, judged in zip(ranked, judgements, strict=True):
         ndcg.append(ndcg_at_k(ranking, judged, NDCG_K))
         relevant = relevant_items(judged, RELEVANT_THRESHOLD)
         if relevant:
@@ -438,186 +212,147 @@ def score_rankings(rankings: Sequence[list[str]], judgements: Sequence[dict[str,
     }
 
 
-def typo_ndcg(rankings: Sequence[list[str]], judgements: Sequence[dict[str, float]]) -> float:
-    return round(float(np.mean([ndcg_at_k(r, j, NDCG_K) for r, j in zip(rankings, judgements, strict=True)])), 4)
+def measure(
+    system: Callable[[str], list[str]], texts: list[str], typos: list[str], judgements: list[dict], desc: str
+) -> dict[str, float]:
+    """Return ``system``'s metrics on the clean test queries and its ndcg@10 on their typo'd copies."""
+    metrics = score_rankings(rankings(system, texts, desc), judgements)
+    typo = score_rankings(rankings(system, typos, f"{desc} (typos)"), judgements)
+    return {**metrics, "typo_ndcg@10": typo[f"ndcg@{NDCG_K}"]}
 
 
-def fine_tune(
-    encoder: Encoder,
-    judged: JudgedQueries,
-    ids: list[str],
-    products: dict[str, str],
-    options: dict[str, Any],
-    seed: int,
-) -> dict[str, Any]:
-    """Fine-tune ``encoder`` in place with the ``search`` task of the shared multi-task trainer.
+# --- training ---------------------------------------------------------------------------------
 
-    Trains on the ``ids`` queries' graded labels (in-batch and hard negatives); a tenth of them, at
-    most 100 (seeded), are held out to report the task's judged NDCG@10 before and after.
-    Returns what it did.
+
+def embed_base_catalogue() -> None:
+    """Embed the imported catalogue with the base backbone (a fresh platform's first embeddings)."""
+    from backbone.services import ensure_base_version, fill_indexes
+
+    with tqdm(total=100, desc="embed (base)", unit="%", file=sys.stderr, mininterval=10.0) as bar:
+        fill_indexes(
+            version=ensure_base_version(), progress=lambda fraction, _: bar.update(round(fraction * 100) - bar.n)
+        )
+
+
+def train_as_served(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Run one ``search`` training job in this process, as ``manage.py train search --inline`` does.
+
+    Returns the job's metrics once the new backbone version and ranker serve; raises RuntimeError
+    when the job did not succeed.
     """
-    from backbone.multitask import MultiTaskTrainer, TrainingConfig
+    from backbone import jobs
+    from backbone.models import TrainingJob
+    from backbone.services import start_training_job
 
-    rng = random.Random(seed)
-    ids = list(ids)
-    rng.shuffle(ids)
-    n_held = min(100, len(ids) // 10)
-    held, fit_ids = ids[:n_held], ids[n_held:]
-
-    def labelled(qids: list[str]) -> list[tuple[str, dict[str, float]]]:
-        return [
-            (judged.texts[q], {products[u]: r for u, r in judged.judgements[q].items() if u in products}) for q in qids
-        ]
-
-    pairs = ml.relevance_pairs(labelled(fit_ids), rng)[: int(options.get("finetune_max_pairs", 20000))]
-    task = ml.SearchContrastiveTask(pairs, [(q, labels) for q, labels in labelled(held) if len(labels) > 1])
-    config = TrainingConfig(
-        epochs=float(options.get("finetune_epochs", 1.0)),
-        batch_size=int(options.get("finetune_batch_size", 32)),
-        lr=float(options.get("finetune_lr", 5e-5)),
-        head_lr=1e-3,
-        seed=seed,
-    )
-    progress = tqdm(total=100, desc="fine-tune", unit="%", file=sys.stderr, mininterval=10.0)
-
-    def report(fraction: float, message: str) -> None:
-        progress.n = round(fraction * 100)
-        progress.set_postfix_str(message[:60], refresh=True)
-
-    result = MultiTaskTrainer(encoder, [task], config, progress=report).fit()
-    progress.close()
-    return {
-        "queries": len(fit_ids),
-        "pairs": len(pairs),
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "validation": result.metrics["search"],
-        "validation_untuned": result.baselines["search"]["untuned"],
-        **{k: getattr(config, k) for k in ("epochs", "batch_size", "lr")},
-    }
+    job = start_training_job(apps=["search"], tasks=["search"], parameters=parameters, enqueue=False)
+    jobs.run_training_job(job_id=job.pk)
+    job.refresh_from_db()
+    if job.status != TrainingJob.Status.SUCCEEDED:
+        raise RuntimeError(f"the search training job {job.status}: {job.error}\n{job.log[-2000:]}")
+    wait_until_served(job.result_version)
+    return job.metrics
 
 
-def load_base_encoder() -> tuple[Path, Encoder]:
-    """Return (path, encoder) of the un-tuned base encoder (not the active version)."""
-    path = base_model_path()
-    return path, Encoder.load(path, device=settings.BACKBONE_DEVICE, max_length=settings.BACKBONE_MAX_LENGTH)
+def wait_until_served(version, timeout: float = 30.0) -> None:
+    """Return once this process's search encodes with backbone ``version`` (its re-check interval)."""
+    from backbone.services import active_encoder
+
+    deadline = time.monotonic() + timeout
+    while active_encoder()[0].pk != version.pk:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"backbone {version.name} was activated but does not serve")
+        time.sleep(0.2)
+
+
+# --- the evaluation -------------------------------------------------------------------------
+
+
+def read_split(train_dir: Path, test_dir: Path, options: dict[str, Any], seed: int):
+    """Return the (sampled) train and test queries; warn when a query text is on both sides."""
+    test = load_judged_queries(test_dir)
+    test = test.subset(sample_queries(test, options.get("limit_queries"), seed))
+    if not test.texts:
+        raise EvaluationInputError(f"{test_dir}: no test query has a label")
+    train = load_judged_queries(train_dir)
+    train = train.subset(sample_queries(train, options.get("train_queries"), seed))
+    if {t.casefold() for t in train.texts.values()} & {t.casefold() for t in test.texts.values()}:
+        logger.warning("some test query texts also occur in the train folder")
+    return train, test
 
 
 def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Index the train catalogue in a temporary table, train the ranker on train labels, measure the test queries.
+    """Import the train folder, measure what search serves before and after ``train search``; see the module doc.
 
-    Options: ``limit_products``, ``limit_queries`` (test), ``train_queries`` (default 3000),
-    ``train_typo_fraction`` (default 0.3), ``rounds`` (default 400), ``seed``, ``cache_dir``
-    (reuse product embeddings between runs). Side effects: none that outlive the call
-    (temporary table only, dropped before returning); reads no catalogue or model rows.
+    Options: ``limit_products``, ``limit_queries`` (test), ``train_queries``, ``untrained``
+    (false skips the untrained baseline and its base embeddings), ``seed``; any other key is a
+    training parameter. Side effects: none that outlive the command's rolled-back transaction.
     """
+    from backbone.services import ensure_migrated
+
     if dataset not in DATASETS:
         raise EvaluationInputError(f"search evaluation supports {DATASETS}, not {dataset!r}")
-    ensure_migrated()  # the index needs pgvector and pg_trgm: fail now, not after the fine-tune
-    started = time.monotonic()
-    seed = int(options.get("seed", 7))
-    catalogue = load_catalogue(Path(train_dir))
-    test = load_judged_queries(Path(test_dir))
-    train = load_judged_queries(Path(train_dir))
-    test_ids = sample_queries(test, options.get("limit_queries"), seed)
-    if not test_ids:
-        raise EvaluationInputError(f"{test_dir}: no test query has a label")
-    train_ids = sample_queries(train, options.get("train_queries", 3000), seed)
-    if set(train.texts[q].casefold() for q in train_ids) & set(test.texts[q].casefold() for q in test_ids):
-        logger.warning("some test query texts also occur in the train folder")
-    # The encoder is fine-tuned on the train queries the ranker does not learn from, so that the
-    # ranker sees the tuned cosine of unseen queries, as it will on the test queries.
-    finetune_ids = [q for q in sorted(train.texts) if q not in set(train_ids)]
-    if options.get("finetune_queries"):
-        finetune_ids = sample_queries(subset(train, finetune_ids), int(options["finetune_queries"]), seed)
-    finetune_judged = subset(train, finetune_ids)
-    test, train = subset(test, test_ids), subset(train, train_ids)
-    products = select_products(catalogue, [test, train], options.get("limit_products"))
-    logger.info(
-        "search evaluation: %d products, %d train and %d test queries", len(products), len(train_ids), len(test_ids)
-    )
-
+    ensure_migrated()  # retrieval needs pgvector and pg_trgm: fail now, not after the fine-tune
+    started, seed = time.monotonic(), int(options.get("seed", 7))
+    train, test = read_split(Path(train_dir), Path(test_dir), options, seed)
+    counts = import_train_folder(Path(train_dir), train, test, options)
+    ids = sorted(test.texts)
+    texts = [test.texts[q] for q in ids]
     rng = random.Random(seed)
-    test_texts = [test.texts[q] for q in test_ids]
-    typo_texts = [ml.add_typo(text, rng) for text in test_texts]
-    train_texts = [train.texts[q] for q in train_ids]
-    train_judgements = [train.judgements[q] for q in train_ids]
-    typo_share = float(options.get("train_typo_fraction", 0.3))
-    typo_train = [i for i in range(len(train_ids)) if rng.random() < typo_share]
-    train_texts += [ml.add_typo(train_texts[i], rng) for i in typo_train]
-    train_judgements += [train_judgements[i] for i in typo_train]
-    test_judgements = [test.judgements[q] for q in test_ids]
+    typos = [ml.add_typo(text, rng) for text in texts]
+    judgements = [test.judgements[q] for q in ids]
+    baselines = measure_baselines(texts, typos, judgements, untrained=bool(options.get("untrained", True)))
+    parameters = {k: v for k, v in options.items() if k not in EVALUATION_OPTIONS}
+    with (
+        tempfile.TemporaryDirectory(prefix="search-eval-models-") as models_dir,
+        override_settings(MODELS_DIR=Path(models_dir)),
+    ):
+        training = train_as_served(parameters)
+        metrics = measure(served_ranking, texts, typos, judgements, "served (trained)")
+    return report(metrics, baselines, training, counts, judgements, texts, typos, seed, started)
 
-    model_path, base_encoder = load_base_encoder()
-    base_vectors = embed_cached(base_encoder, model_path, list(products.values()), options.get("cache_dir"))
-    _, encoder = load_base_encoder()
-    finetuned = None
-    if options.get("finetune", True) and finetune_ids:
-        finetuned = fine_tune(encoder, finetune_judged, finetune_ids, catalogue, options, seed)
-        logger.info("search fine-tune: %s", finetuned)
-    product_vectors = embed(encoder, list(products.values()), "embed products (fine-tuned)")
-    with transaction.atomic(), connection.cursor() as cursor:
-        create_index(cursor, products, product_vectors, base_vectors)
-        lexemes = title_lexemes(cursor)
-        index = SearchIndex(
-            lexemes=lexemes,
-            stats=ml.LexiconStats.from_lexemes(lexemes.values()),
-            corrector=ml.QueryCorrector.from_texts(products.values()),
-            titles=products,
-        )
-        train_runs = run_queries(cursor, index, train_texts, encoder, "train queries")
-        test_runs = run_queries(cursor, index, test_texts, encoder, "test queries")
-        typo_runs = run_queries(cursor, index, typo_texts, encoder, "typo queries")
-        bm25 = TantivyBM25(products)
-        clean_vectors = embed(base_encoder, test_texts, "embed raw test queries")
-        typo_vectors = embed(base_encoder, typo_texts, "embed raw typo queries")
-        baselines = baseline_rankings(cursor, bm25, test_texts, clean_vectors)
-        typo_baselines = baseline_rankings(cursor, bm25, typo_texts, typo_vectors)
-        tuned_dense = [[uid for uid, _ in search_dense(cursor, v)] for v in embed(encoder, test_texts, "embed tuned")]
-        cursor.execute(f"DROP TABLE {TABLE}")
 
-    ranker = fit_ranker(train_runs, train_judgements, seed, int(options.get("rounds", 400)))
-    metrics = score_rankings(rank_runs(ranker, test_runs), test_judgements)
-    metrics["typo_ndcg@10"] = typo_ndcg(rank_runs(ranker, typo_runs), test_judgements)
-    baseline_metrics = {}
-    for name in BASELINES:
-        baseline_metrics[name] = score_rankings(baselines[name], test_judgements)
-        baseline_metrics[name]["typo_ndcg@10"] = typo_ndcg(typo_baselines[name], test_judgements)
-    bm25_ndcg = baseline_metrics["bm25_tantivy"][f"ndcg@{NDCG_K}"]
-    components = {"dense_finetuned": score_rankings(tuned_dense, test_judgements)}
+def measure_baselines(texts: list[str], typos: list[str], judgements: list[dict], *, untrained: bool) -> dict:
+    """Return the same-run baselines: tantivy BM25 and PostgreSQL full text, and search as served untrained."""
+    from catalog.models import Product
+
+    bm25 = TantivyBM25(dict(Product.objects.values_list("sku", "title")))
+    baselines = {
+        "bm25_tantivy": measure(bm25.search, texts, typos, judgements, "bm25 (tantivy)"),
+        "postgres_fts": measure(
+            lambda text: served_ranking(text, mode="lexical"), texts, typos, judgements, "postgres full text"
+        ),
+    }
+    if untrained:
+        embed_base_catalogue()
+        baselines["served_untrained"] = measure(served_ranking, texts, typos, judgements, "served (untrained)")
+    return baselines
+
+
+def report(metrics, baselines, training, counts, judgements, texts, typos, seed, started) -> dict[str, Any]:
+    """Return the evaluation's JSON object."""
+    bm25 = baselines["bm25_tantivy"][f"ndcg@{NDCG_K}"]
+    ndcg = metrics[f"ndcg@{NDCG_K}"]
+    ratios = {
+        "ndcg_vs_bm25": round(ndcg / bm25, 3) if bm25 else None,
+        "typo_vs_clean": round(metrics["typo_ndcg@10"] / ndcg, 3) if ndcg else None,
+    }
+    if "served_untrained" in baselines and bm25:
+        ratios["untrained_ndcg_vs_bm25"] = round(baselines["served_untrained"][f"ndcg@{NDCG_K}"] / bm25, 3)
     return {
-        "n": len(test_ids),
-        "n_with_relevant": sum(1 for j in test_judgements if relevant_items(j, RELEVANT_THRESHOLD)),
+        "n": len(texts),
+        "n_with_relevant": sum(1 for j in judgements if relevant_items(j, RELEVANT_THRESHOLD)),
         "metrics": metrics,
-        "baselines": baseline_metrics,
-        "components": components,
-        "fine_tune": finetuned,
-        "ratios": {
-            "ndcg_vs_bm25": round(metrics[f"ndcg@{NDCG_K}"] / bm25_ndcg, 3) if bm25_ndcg else None,
-            "typo_vs_clean": round(metrics["typo_ndcg@10"] / metrics[f"ndcg@{NDCG_K}"], 3)
-            if metrics[f"ndcg@{NDCG_K}"]
-            else None,
-        },
+        "baselines": baselines,
+        "ratios": ratios,
+        "training": training,
         "seconds": round(time.monotonic() - started, 1),
         "config": {
-            "model": "corrected query -> postgres full text + trigram + fine-tuned dense (HNSW) candidates"
-            " -> LightGBM lambdarank",
-            "ranker": {k: v for k, v in ranker.config.items() if k != "params"},
-            "feature_importance": ranker.feature_importance(),
-            "products_indexed": len(products),
-            "train_queries": len(train_ids),
-            "train_typo_copies": len(typo_train),
-            "test_queries_changed_by_typo": sum(1 for a, b in zip(test_texts, typo_texts) if a != b),
-            "judged_products_missing_from_catalogue": sum(
-                1 for j in test_judgements for uid in j if uid not in catalogue
-            ),
+            "model": "search.services.search_products after manage.py train search",
+            "imported": counts,
+            "test_queries_changed_by_typo": sum(1 for a, b in zip(texts, typos, strict=True) if a != b),
             "relevant_threshold": RELEVANT_THRESHOLD,
-            "ndcg_gain": "relevance (unjudged: 0)",
+            "ndcg_gain": "2^(relevance-1) - 1 (unjudged: 0)",
             "top_k": TOP_K,
-            "encoder": str(model_path),
-            "device": str(encoder.device),
-            "limit_products": options.get("limit_products"),
-            "limit_queries": options.get("limit_queries"),
             "seed": seed,
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from catalog.importers import ImportOptions, id_map, in_range, insert_new, known, parse_field, read_csv, text_field
@@ -14,7 +15,8 @@ DATASET = "homedepot"
 def import_homedepot(data_dir: Path, options: ImportOptions) -> dict[str, int]:
     """Import products.csv (sku = product_uid, title only), queries.csv and labels.csv (relevance 1-3).
 
-    Titles are stored as the files have them, mojibake included (see the dataset README). A label
+    Titles are stored as text: HTML entities of the source (``Briggs &amp; Stratton``, ``&#39;``,
+    ``&quot;``) are unescaped, mojibake is kept as is (see the dataset README). A label
     naming a product or query absent from the files is an error; with ``--limit`` such labels
     are skipped instead, since the files were cut short.
     """
@@ -39,11 +41,11 @@ def import_homedepot(data_dir: Path, options: ImportOptions) -> dict[str, int]:
 
 
 def read_products(path: Path, options: ImportOptions) -> dict[str, Product]:
-    """Read products.csv into unsaved products keyed by product_uid (the first title wins)."""
+    """Read products.csv into unsaved products keyed by product_uid (the first title wins, unescaped)."""
     products: dict[str, Product] = {}
     for line, row in read_csv(path, ["product_uid", "product_title"], options):
         uid = text_field(path, line, row, "product_uid", max_length=64)
-        title = text_field(path, line, row, "product_title", max_length=500, strip=False)
+        title = html.unescape(text_field(path, line, row, "product_title", max_length=500, strip=False))
         products.setdefault(uid, Product(sku=uid, title=title))
     return products
 

@@ -2,13 +2,14 @@
 
 No Django here, so the metrics can be tested (and reused) alone. A ranking is a sequence of
 product ids, best first; judgements map product id -> graded relevance (Home Depot: 1.0-3.0).
-Unjudged products count as gain 0 / not relevant.
+NDCG's gain is 2^(relevance-1) - 1 (relevance 1 "irrelevant" and unjudged products gain 0, 3 gains 3).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 
 def dcg(gains: Sequence[float]) -> float:
@@ -16,15 +17,20 @@ def dcg(gains: Sequence[float]) -> float:
     return sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains, start=1))
 
 
-def ndcg_at_k(ranking: Sequence[str], judgements: Mapping[str, float], k: int = 10) -> float:
-    """Return NDCG@k with gain = graded relevance; the ideal ranking is built from ``judgements``.
+def gain(relevance: float) -> float:
+    """Return the NDCG gain of a graded relevance: 2^(relevance-1) - 1, never below 0 (unjudged: 0)."""
+    return max(0.0, 2.0 ** (relevance - 1.0) - 1.0) if relevance > 0 else 0.0
 
-    Returns 0.0 when the query has no positive judgement (nothing to gain).
+
+def ndcg_at_k(ranking: Sequence, judgements: Mapping[Any, float], k: int = 10) -> float:
+    """Return NDCG@k with gain :func:`gain`; the ideal ranking is built from ``judgements``.
+
+    Returns 0.0 when no judged product has a gain (nothing to find).
     """
-    ideal = dcg(sorted(judgements.values(), reverse=True)[:k])
+    ideal = dcg(sorted((gain(r) for r in judgements.values()), reverse=True)[:k])
     if ideal <= 0:
         return 0.0
-    return dcg([judgements.get(item, 0.0) for item in ranking[:k]]) / ideal
+    return dcg([gain(judgements.get(item, 0.0)) for item in ranking[:k]]) / ideal
 
 
 def recall_at_k(ranking: Sequence[str], relevant: Collection[str], k: int = 100) -> float:

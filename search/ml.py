@@ -5,6 +5,7 @@
 - :func:`candidate_features` turns a query and its fused candidates (lexical, trigram and dense
   legs) into one feature row per candidate: BM25 over PostgreSQL's English lexemes, term
   coverage, trigram similarity, dense cosine, each leg's rank.
+- :func:`fusion_scores` ranks those rows before any ranker is trained;
 - :class:`Ranker` is a LightGBM lambdarank model over those features: ``fit`` / ``predict`` /
   ``save`` (model as text + ``config.json``) / ``load``. Nothing is pickled.
 - :func:`add_typo` makes the seeded one-edit typo queries of the evaluation.
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from search.metrics import gain, ndcg_at_k
 
 WORD = re.compile(r"[a-z0-9]+(?:[./-][a-z0-9]+)*")
 LETTERS = string.ascii_lowercase
@@ -239,13 +242,20 @@ def candidate_features(
     return rows
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Any]], k: int = 60) -> list[Any]:
-    """Fuse rankings by summing 1 / (k + rank) per item (Cormack et al. 2009); ties keep first-seen order."""
-    scores: dict[Any, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
-    return sorted(scores, key=lambda item: -scores[item])
+FUSION_FEATURES = ("bm25_norm", "cosine", "word_similarity")
+
+
+def fusion_scores(features: np.ndarray) -> np.ndarray:
+    """Score candidates before any ranker is trained: the sum of three signals on the same 0-1 scale.
+
+    Title BM25 as a share of the query's total idf, the dense cosine, and the trigram
+    ``word_similarity`` of the raw query (typos). Equal weights: on 700 Home Depot queries of a dev
+    split (NDCG@10, gain 2^(rel-1)-1) they scored 0.411 against 0.387 for BM25 alone, 0.368 for
+    tantivy BM25 and 0.367 for reciprocal-rank fusion of the three legs, and no weight between 0.6
+    and 1.4 moved it by more than 0.004.
+    """
+    column = {name: i for i, name in enumerate(FEATURES)}
+    return features[:, [column[name] for name in FUSION_FEATURES]].sum(axis=1)
 
 
 # --- the learned ranker -----------------------------------------------------------------------
@@ -257,7 +267,8 @@ def relevance_label(relevance: float) -> int:
 
 
 class Ranker:
-    """LightGBM lambdarank over :data:`FEATURES`; gains equal the graded relevance (label / 3)."""
+    """LightGBM lambdarank over :data:`FEATURES`; label = relevance in thirds, gains those of the metric
+    (:func:`search.metrics.gain`), so that it optimises the NDCG it is measured by."""
 
     def __init__(self, booster=None, config: dict[str, Any] | None = None):
         self.booster = booster
@@ -291,7 +302,7 @@ class Ranker:
             "objective": "lambdarank",
             "metric": "ndcg",
             "ndcg_eval_at": [10],
-            "label_gain": [i / 3 for i in range(10)],
+            "label_gain": [gain(i / 3) for i in range(10)],
             "lambdarank_truncation_level": 20,
             "learning_rate": learning_rate,
             "num_leaves": num_leaves,
@@ -399,7 +410,7 @@ class SearchContrastiveTask:
     Loss: cross-entropy over cosine similarities of each query to every positive of the batch
     (in-batch negatives) plus one hard negative per query when it has one (a product judged
     irrelevant for that query, e.g. relevance below 2). Evaluated by NDCG@10 of ranking each
-    validation query's judged products by cosine (graded gains).
+    validation query's judged products by cosine (:func:`search.metrics.ndcg_at_k`).
     """
 
     name = "search"
@@ -452,11 +463,7 @@ class SearchContrastiveTask:
             texts = list(judged)
             vectors = encoder.encode([query, *texts])
             similarities = vectors[1:] @ vectors[0]
-            ranking = [texts[i] for i in np.argsort(-similarities, kind="stable")]
-            ideal = sorted(judged.values(), reverse=True)[:10]
-            idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
-            dcg = sum(judged[t] / math.log2(r + 2) for r, t in enumerate(ranking[:10]))
-            scores.append(dcg / idcg if idcg else 0.0)
+            scores.append(ndcg_at_k([texts[i] for i in np.argsort(-similarities, kind="stable")], judged, 10))
         return {"judged_ndcg@10": round(float(np.mean(scores)), 4), "validation_queries": len(scores)}
 
     def evaluate(self, encoder, head) -> dict[str, float]:

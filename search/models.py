@@ -1,9 +1,12 @@
-"""Judged queries, graded relevance labels, and the search log with its clicks (search training data)."""
+"""Judged queries, graded relevance labels, the search log with its clicks (search training data),
+and the learned rankers trained on them."""
 
 from __future__ import annotations
 
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+
+from backbone.models import TrainedModel
 
 
 class JudgedQuery(models.Model):
@@ -77,3 +80,19 @@ class SearchClick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.query_id} -> {self.product_id} @{self.position}"
+
+
+class SearchRanker(TrainedModel):
+    """A learned ranker (LightGBM lambdarank over the serving pipeline's candidate features) of one
+    backbone version: its folder holds ``ranker.txt`` and ``config.json``.
+
+    It serves only while it is active *and* its ``backbone_version`` is the active backbone version
+    (its features include that version's cosine similarities); otherwise search ranks without it.
+    """
+
+    backbone_version = models.ForeignKey(
+        "backbone.ModelVersion", on_delete=models.CASCADE, related_name="search_rankers"
+    )
+
+    class Meta(TrainedModel.Meta):
+        pass

@@ -7,7 +7,7 @@ PostgreSQL computes them, so a created or updated product is searchable at once 
   the lexical leg about 7x slower (median 106-140 ms against 16-18 ms on 40 Home Depot queries).
   Django's Product model does not list the column, so the ORM never writes it;
 - trigram (pg_trgm) on the lower-cased title, for typo-tolerant matching and suggestions.
-``PRODUCT_TRIGRAM_TEXT`` in ``search.services`` must stay identical to the trigram index's
+``PRODUCT_TRIGRAM_TEXT`` in ``search.retrieval`` must stay identical to the trigram index's
 expression for PostgreSQL to use it (a test checks the plans).
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.services import embed_products
-from search import services
+from search import retrieval, services
 from tests.factories import ProductFactory
 
 TITLES = [
@@ -22,12 +22,12 @@ TITLES = [
 
 @pytest.fixture(autouse=True)
 def fresh_vocabulary():
-    """Each test sees its own catalogue: drop the per-process vocabulary and ranker caches."""
-    services._VOCABULARY["loaded_at"] = -1e9
-    services._RANKERS.clear()
+    """Each test sees its own catalogue: drop the per-process vocabulary and loaded rankers."""
+    retrieval._VOCABULARY["loaded_at"] = -1e9
+    services._LOADED_RANKERS.clear()
     yield
-    services._VOCABULARY["loaded_at"] = -1e9
-    services._RANKERS.clear()
+    retrieval._VOCABULARY["loaded_at"] = -1e9
+    services._LOADED_RANKERS.clear()
 
 
 @pytest.fixture
@@ -39,3 +39,32 @@ def catalogue(tiny_active_version):
     ]
     embed_products(product_ids=[p.pk for p in products])
     return products
+
+
+JUDGED = [
+    ("drill", "Cordless drill driver 18V"),
+    ("hammer", "Claw hammer 16 oz"),
+    ("screws", "Deck screws stainless steel"),
+    ("saw", "Circular saw 7-1/4 in"),
+    ("hose", "Garden hose 50 ft"),
+    ("fan", "Ceiling fan with light kit"),
+]
+
+
+def add_judged_queries(products) -> None:
+    """Store 18 judged queries over ``products``: each judges one product relevant (3) and another not (1)."""
+    from search.models import JudgedQuery, RelevanceLabel
+
+    by_title = {p.title: p for p in products}
+    for i, (query, title) in enumerate(JUDGED * 3):
+        judged = JudgedQuery.objects.create(external_id=f"q{i}", text=f"{query} {i}", dataset="test")
+        RelevanceLabel.objects.create(query=judged, product=by_title[title], relevance=3.0)
+        other = by_title[JUDGED[(i + 1) % len(JUDGED)][1]]
+        RelevanceLabel.objects.create(query=judged, product=other, relevance=1.0)
+
+
+@pytest.fixture
+def judged(catalogue):
+    """The catalogue with 18 judged queries (see :func:`add_judged_queries`)."""
+    add_judged_queries(catalogue)
+    return catalogue

@@ -25,6 +25,9 @@ def test_full_homedepot_import_loads_all_54667_products(data_dir):
     nails = Product.objects.get(sku="100179")
     assert "30å¡ Galvanized" in nails.title  # the source's mojibake, kept as is
     assert (nails.category_path, nails.brand) == ("", "")
+    mower = Product.objects.get(sku="100011")  # "Briggs &amp; Stratton" in products.csv
+    assert mower.title.endswith("Gas Lawn Mower with Briggs & Stratton Engine")
+    assert not Product.objects.filter(title__regex=r"&(amp|quot|#39);").exists()
     label = RelevanceLabel.objects.select_related("query", "product").get(
         query__external_id="q02262", product__sku="100001"
     )
@@ -66,3 +69,24 @@ def test_relevance_outside_one_to_three_names_file_and_line(data_dir, tmp_path):
         import_dataset("homedepot", tmp_path)
 
     assert stored_counts() == (0, 0, 0)
+
+
+def test_titles_are_stored_as_text_with_html_entities_unescaped(tmp_path):
+    (tmp_path / "products.csv").write_text(
+        "product_uid,product_title\n"
+        "1,MTD 20 in. Briggs &amp; Stratton Mower\n"
+        "2,Corner Baker&#39;s Rack 36&quot; Wide\n"
+        "3,Plain title &amp co\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "queries.csv").write_text("query_id,query\nq1,briggs mower\n", encoding="utf-8")
+    (tmp_path / "labels.csv").write_text("id,query_id,product_uid,product_title,relevance\n1,q1,1,x,3\n")
+
+    import_dataset("homedepot", tmp_path)
+
+    titles = dict(Product.objects.values_list("sku", "title"))
+    assert titles == {
+        "1": "MTD 20 in. Briggs & Stratton Mower",
+        "2": "Corner Baker's Rack 36\" Wide",
+        "3": "Plain title & co",  # html.unescape also reads an entity without its semicolon
+    }

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from search.metrics import dcg, ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
+from search.metrics import dcg, gain, ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
 
 JUDGED = {"a": 3.0, "b": 2.0, "c": 1.0}
 
@@ -20,14 +20,23 @@ def test_ndcg_of_the_ideal_ranking_is_one():
     assert ndcg_at_k(["a", "b", "c"], JUDGED, k=10) == pytest.approx(1.0)
 
 
+def test_gain_is_two_to_the_relevance_minus_one_minus_one():
+    assert [gain(r) for r in (0.0, 1.0, 2.0, 3.0)] == [0.0, 0.0, 1.0, 3.0]
+    assert gain(2.5) == pytest.approx(2**1.5 - 1)
+
+
 def test_ndcg_uses_graded_gains_and_gives_unjudged_items_nothing():
-    # DCG = 2/1 + 0/log2(3) + 3/log2(4) = 3.5; ideal DCG = 4.76186; 3.5 / 4.76186 = 0.73501
-    assert ndcg_at_k(["b", "unjudged", "a"], JUDGED, k=10) == pytest.approx(0.73501, abs=1e-5)
+    # gains a 3, b 1, c 0. DCG = 1/1 + 0/log2(3) + 3/log2(4) = 2.5; ideal = 3 + 1/log2(3) = 3.63093
+    assert ndcg_at_k(["b", "unjudged", "a"], JUDGED, k=10) == pytest.approx(2.5 / 3.63093, abs=1e-5)
 
 
 def test_ndcg_only_looks_at_the_top_k():
-    # top 1: DCG = 2; ideal top 1 = 3
-    assert ndcg_at_k(["b", "a", "c"], JUDGED, k=1) == pytest.approx(2 / 3)
+    # top 1: DCG = gain(2) = 1; ideal top 1 = gain(3) = 3
+    assert ndcg_at_k(["b", "a", "c"], JUDGED, k=1) == pytest.approx(1 / 3)
+
+
+def test_ndcg_is_zero_when_only_irrelevant_products_were_judged():
+    assert ndcg_at_k(["c"], {"c": 1.0}) == 0.0
 
 
 def test_ndcg_is_zero_for_an_empty_ranking_or_no_judgements():
@@ -57,6 +66,7 @@ def test_relevant_items_include_the_threshold():
 def test_ndcg_matches_a_direct_formula_on_a_longer_ranking():
     judged = {"p1": 2.33, "p2": 3.0, "p3": 1.0, "p4": 2.67}
     ranking = ["p3", "p1", "zz", "p2"]
-    actual = 1.0 / math.log2(2) + 2.33 / math.log2(3) + 3.0 / math.log2(5)
-    ideal = 3.0 / math.log2(2) + 2.67 / math.log2(3) + 2.33 / math.log2(4) + 1.0 / math.log2(5)
+    g = {name: 2 ** (relevance - 1) - 1 for name, relevance in judged.items()}  # p3 (relevance 1) gains 0
+    actual = g["p3"] / math.log2(2) + g["p1"] / math.log2(3) + g["p2"] / math.log2(5)
+    ideal = g["p2"] / math.log2(2) + g["p4"] / math.log2(3) + g["p1"] / math.log2(4)
     assert ndcg_at_k(ranking, judged, k=10) == pytest.approx(actual / ideal)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pytest
 
 from search import ml
 from search.metrics import ndcg_at_k
@@ -49,7 +48,7 @@ def test_ranker_learns_a_known_ordering_and_round_trips(tmp_path):
     for _ in range(120):
         x = rng.normal(size=(20, len(ml.FEATURES))).astype(np.float32)
         features.append(x)
-        relevances.append(np.clip(np.round(x[:, 0]), 0, 3))  # relevance follows the first feature
+        relevances.append(np.clip(np.round(x[:, 0] + 2), 1, 3))  # relevance 1-3 follows the first feature
     ranker = ml.Ranker.fit(features[:100], relevances[:100], features[100:], relevances[100:], rounds=50)
     ndcgs = []
     for x, y in zip(features[100:], relevances[100:], strict=True):
@@ -82,23 +81,6 @@ def test_contrastive_task_loss_falls_on_a_tiny_encoder(tiny_model_dir):
     before = float(task.loss(encoder, head, batch).detach())
     assert np.isfinite(before)
     torch.manual_seed(0)
-    result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=3, batch_size=4, lr=1e-3)).fit()
+    result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=3, batch_size=4, lr=1e-3, baselines=True)).fit()
     assert float(task.loss(encoder, head, batch).detach()) < before or result.metrics["search"]["judged_ndcg@10"] == 1.0
     assert set(result.baselines["search"]["untuned"]) == {"judged_ndcg@10", "validation_queries"}
-
-
-@pytest.mark.django_db
-def test_search_task_is_registered_and_built_from_labels_and_clicks():
-    from backbone import registry
-    from search.models import JudgedQuery, RelevanceLabel
-    from tests.factories import ProductFactory
-
-    products = ProductFactory.create_batch(4)
-    for i in range(30):
-        query = JudgedQuery.objects.create(external_id=f"q{i}", text=f"query {i}")
-        RelevanceLabel.objects.create(query=query, product=products[i % 4], relevance=3.0)
-        RelevanceLabel.objects.create(query=query, product=products[(i + 1) % 4], relevance=1.0)
-    task = registry.TASK_FACTORIES["search"]({"seed": 1})
-    assert task.name == "search"
-    assert len(task.pairs) + len(task.validation) == 30
-    assert all(pair.negatives for pair in task.pairs)

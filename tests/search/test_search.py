@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from django.db import connection, transaction
 
-from catalog.models import Product
 from catalog.services import embed_products
-from search import ml, services
+from search import retrieval, services
 from search.models import SearchClick, SearchQueryLog
 from tests.factories import ProductFactory
 
@@ -45,7 +44,7 @@ def test_filters_apply_to_every_leg(catalogue):
     filters = services.SearchFilters(category="tools/power", max_price=Decimal("130"))
     result = services.search_products(query="drill", filters=filters)
     assert set(titles(result)) == {"Cordless drill driver 18V", "Hammer drill with case"}
-    result = services.search_products(query="drill", filters=services.SearchFilters(brand="Hillman"))
+    result = services.search_products(query="drill", filters=retrieval.SearchFilters(brand="Hillman"))
     assert set(titles(result)) == {"Wood screws box of 100", "Deck screws stainless steel"}
 
 
@@ -82,16 +81,16 @@ def test_filtered_vector_query_returns_min_of_k_and_matches(tiny_active_version)
         cursor.execute("SET enable_seqscan = off")  # make PostgreSQL use the HNSW index on this small table
         vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
         with transaction.atomic():
-            retrieved = services.retrieve(
+            retrieved = retrieval.retrieve(
                 cursor, query="zz", corrected="zz", vector=vector, version_id=tiny_active_version.pk,
-                filters=services.SearchFilters(brand="Rare"),
+                filters=retrieval.SearchFilters(brand="Rare"),
             )  # fmt: skip
             assert sorted(retrieved.legs["dense"]) == sorted(p.pk for p in rare)
-            retrieved = services.retrieve(
+            retrieved = retrieval.retrieve(
                 cursor, query="zz", corrected="zz", vector=vector, version_id=tiny_active_version.pk,
-                filters=services.SearchFilters(brand="Common"),
+                filters=retrieval.SearchFilters(brand="Common"),
             )  # fmt: skip
-            assert len(retrieved.legs["dense"]) == services.DENSE_K
+            assert len(retrieved.legs["dense"]) == retrieval.DENSE_K
         cursor.execute("RESET enable_seqscan")
 
 
@@ -99,10 +98,10 @@ def test_live_queries_use_the_search_indexes(catalogue):
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         cursor.execute(
-            f"EXPLAIN SELECT p.id FROM catalog_product p WHERE {services.PRODUCT_TSVECTOR} @@ to_tsquery('english', 'drill')"
+            f"EXPLAIN SELECT p.id FROM catalog_product p WHERE {retrieval.PRODUCT_TSVECTOR} @@ to_tsquery('english', 'drill')"
         )
         assert "search_product_fts" in " ".join(row[0] for row in cursor.fetchall())
-        cursor.execute(f"EXPLAIN SELECT p.id FROM catalog_product p WHERE 'drill' <% {services.PRODUCT_TRIGRAM_TEXT}")
+        cursor.execute(f"EXPLAIN SELECT p.id FROM catalog_product p WHERE 'drill' <% {retrieval.PRODUCT_TRIGRAM_TEXT}")
         assert "search_product_title_trgm" in " ".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
 
@@ -115,7 +114,7 @@ def test_each_search_is_logged_and_clicks_join_it(catalogue):
     services.record_click(log_id=log.pk, product_id=result.hits[0].product_id, position=1)
     assert SearchClick.objects.count() == 1
     services.search_products(query="claw hammer")
-    services.search_products(query="qqqq", filters=services.SearchFilters(brand="Nobody"))
+    services.search_products(query="qqqq", filters=retrieval.SearchFilters(brand="Nobody"))
     analytics = services.search_analytics()
     top = analytics["top_queries"][0]
     assert (top["normalized"], top["searches"], top["clicked"], top["ctr"]) == ("claw hammer", 2, 1, 0.5)
@@ -130,32 +129,25 @@ def test_suggestions_tolerate_typos_and_include_past_queries(catalogue):
     assert suggestions[0] == {"text": "deck screws", "kind": "query", "sku": None, "searches": 1}
 
 
-def test_learned_ranker_is_trained_saved_and_used(catalogue, settings, tmp_path):
-    from search.models import JudgedQuery, RelevanceLabel
-
-    settings.MODELS_DIR = tmp_path
-    by_title = {p.title: p for p in Product.objects.all()}
-    for i, (query, title) in enumerate(
-        [("drill", "Cordless drill driver 18V"), ("hammer", "Claw hammer 16 oz"), ("screws", "Deck screws stainless steel"),
-         ("saw", "Circular saw 7-1/4 in"), ("hose", "Garden hose 50 ft"), ("fan", "Ceiling fan with light kit")] * 3
-    ):  # fmt: skip
-        judged = JudgedQuery.objects.create(external_id=f"q{i}", text=f"{query} {i}")
-        RelevanceLabel.objects.create(query=judged, product=by_title[title], relevance=3.0)
-    from search.tasks import train_ranker
-
-    folder = services.train_ranker(max_queries=100)
-    assert (folder / "ranker.txt").exists() and (folder / "config.json").exists()
-    # The task is safe to run twice: it replaces the version's ranker in place.
-    assert train_ranker.apply(kwargs={"max_queries": 100}).get() == str(folder)
-    assert train_ranker.apply(kwargs={"max_queries": 100}).get() == str(folder)
-    result = services.search_products(query="hammer")
-    assert result.ranker == "learned"
-    assert ml.Ranker.load(folder).config["queries"] == 18
-
-
 def test_lexical_mode_is_full_text_only(catalogue):
     result = services.search_products(query="drill", mode="lexical", facets=False)
     assert result.ranker == "lexical"
     assert set(titles(result)) == {"Cordless drill driver 18V", "Hammer drill with case"}
     assert {hit.matched_by for hit in result.hits} == {"lexical"}
     assert result.facets == {"category": [], "brand": [], "price": []}
+
+
+def test_full_text_query_is_the_query_lexemes_quoted_so_nothing_breaks_it(catalogue):
+    with connection.cursor() as cursor:
+        lexemes = retrieval.query_lexemes(cursor, "1/2 in. x 8 ft. Pine's!")
+        assert lexemes == ["1/2", "x", "8", "ft", "pine"]
+        assert retrieval.lexeme_tsquery(lexemes) == "'1/2' | 'x' | '8' | 'ft' | 'pine'"
+        for text in ["&|!()", "o'clock \\ back", ":*"]:
+            cursor.execute("SELECT CAST(nullif(%s, '') AS tsquery)", [retrieval.lexeme_tsquery([text])])
+    assert retrieval.lexeme_tsquery([]) == ""
+
+
+def test_half_inch_query_matches_the_half_inch_lexeme_of_titles(catalogue):
+    ProductFactory(title="PVC pipe 1/2 in. x 10 ft.", brand="Charlotte", category_path="plumbing")
+    result = services.search_products(query="1/2 pipe")
+    assert result.hits[0].title == "PVC pipe 1/2 in. x 10 ft."
