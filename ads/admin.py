@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Avg, Count, Q, Sum
 
-from ads import services
 from ads.models import Ad, AdImpression, AdSlot, Advertiser, Campaign, CampaignSpend, CtrModelVersion, ServedImpression
+from backbone.admin import TrainedModelAdmin
 
 
 @admin.register(AdImpression)
@@ -123,32 +123,5 @@ class CampaignSpendAdmin(admin.ModelAdmin):
 
 
 @admin.register(CtrModelVersion)
-class CtrModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "created_at", "finished_at", "backbone_version"]
-    list_filter = ["status"]
-    search_fields = ["name"]
-    readonly_fields = [
-        "name",
-        "status",
-        "path",
-        "parameters",
-        "metrics",
-        "log",
-        "error",
-        "backbone_version",
-        "created_at",
-        "finished_at",
-    ]
-    actions = ["activate"]
-
-    def has_add_permission(self, request):
-        return False
-
-    @admin.action(description="Activate (serve) the selected pCTR model")
-    def activate(self, request, queryset):
-        for version in queryset:
-            try:
-                services.activate_ctr_model(version_id=version.pk)
-                self.message_user(request, f"{version.name} is now serving")
-            except services.AdsError as exc:
-                self.message_user(request, str(exc), level=messages.ERROR)
+class CtrModelVersionAdmin(TrainedModelAdmin):
+    extra_columns = ["backbone_version"]

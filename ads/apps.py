@@ -1,3 +1,5 @@
+"""The ads app: campaigns, ad selection by expected value, clicks, and the pCTR model it trains and serves."""
+
 from django.apps import AppConfig
 
 
@@ -16,3 +18,12 @@ class AdsConfig(AppConfig):
         registry.register_evaluator("ads", evaluation.DATASETS, evaluation.run)
         registry.register_index(ad_index)  # creatives are re-embedded when a backbone version is activated
         registry.register_task("ads_ctr", services.build_text_training_task)
+        registry.register_app(
+            registry.AppTrainer(
+                app="ads",
+                tasks=("ads_ctr",),
+                fine_tunes=False,
+                data=services.training_summary,
+                fit=services.fit_ctr_version,
+            )
+        )

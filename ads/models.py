@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import VectorField
 
+from backbone.models import TrainedModel
+
 MONEY = {"max_digits": 12, "decimal_places": 4}
 
 
@@ -194,35 +196,13 @@ class CampaignSpend(models.Model):
         return f"{self.campaign_id} {self.day}: {self.amount}"
 
 
-class CtrModelVersion(models.Model):
-    """A trained pCTR model: a folder with weights.safetensors, config.json, metrics.json; one serves at a time."""
+class CtrModelVersion(TrainedModel):
+    """A trained pCTR model (weights.safetensors, config.json, metrics.json) fitted on the creative and
+    context embeddings of one backbone version, which serving then embeds with; one serves at a time."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        READY = "ready"
-        ACTIVE = "active"
-        FAILED = "failed"
-        RETIRED = "retired"
-
-    name = models.CharField(max_length=100, unique=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    path = models.CharField(max_length=500, blank=True)
-    parameters = models.JSONField(default=dict, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
-    log = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     backbone_version = models.ForeignKey(
         "backbone.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_ctr_model"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.status})"
+    class Meta(TrainedModel.Meta):
+        verbose_name = "pCTR model version"

@@ -116,14 +116,7 @@ class AdClickResponseSerializer(serializers.Serializer):
 
 
 class AdTrainRequestSerializer(serializers.Serializer):
-    activate = serializers.BooleanField(default=False)
+    activate = serializers.BooleanField(default=True, help_text="Serve the new model when it succeeds.")
     max_epochs = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    limit = serializers.IntegerField(min_value=20, required=False)
-
-
-class CtrModelVersionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    status = serializers.CharField()
-    metrics = serializers.JSONField()
-    created_at = serializers.DateTimeField()
+    seeds = serializers.IntegerField(min_value=1, max_value=5, required=False, help_text="Networks in the ensemble.")
+    limit = serializers.IntegerField(min_value=20, required=False, help_text="Train on the newest N impressions.")

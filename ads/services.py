@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, Value
+from django.db import transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from ads.ml import CtrConfig, CtrData, CtrModel
+from ads.ml import CtrConfig, CtrData, CtrModel, ctr_metrics, fit_ctr_model
 from ads.models import Ad, AdSlot, Campaign, CampaignSpend, CtrModelVersion, ServedImpression
+from backbone import lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +51,31 @@ SERVING_FIELDS = [
     {"name": "weekday"},
     {"name": "customer"},
     {"name": "query_words", "kind": "bag", "max_len": 8},
+    # the customer's affinity to an advertiser, and each query word's to a campaign (the crosses a
+    # sponsored-search click model learns; the recipe's customer x genre on MovieLens)
+    {"name": "customer*advertiser", "kind": "cross", "of": ["customer", "advertiser"], "max_len": 1},
+    {"name": "query_words*campaign", "kind": "cross", "of": ["query_words", "campaign"], "max_len": 8},
 ]
 
 
 class AdsError(Exception):
-    """Bad input to an ads operation; ``field`` names what was wrong, ``status`` the HTTP status."""
+    """Bad input to an ads operation; ``field`` names what was wrong (the API answers 400)."""
 
-    def __init__(self, message: str, *, field: str = "non_field_errors", status: int = 400):
+    def __init__(self, message: str, *, field: str = "non_field_errors"):
         super().__init__(message)
         self.field = field
-        self.status = status
+
+
+class UnknownImpression(AdsError):
+    """No served impression has this click token (the API answers 404)."""
+
+
+class AlreadyClicked(AdsError):
+    """The impression was clicked before; it is not charged again (the API answers 409)."""
+
+
+class NotEnoughImpressions(AdsError):
+    """Too few served impressions (or clicks) to train a pCTR model on."""
 
 
 # --- eligibility -----------------------------------------------------------------------------
@@ -174,40 +190,52 @@ def eligible_ads(*, context: Context, now: datetime) -> list[Ad]:
 # --- pCTR serving ----------------------------------------------------------------------------
 
 
+@dataclass
+class ServingModel:
+    """The active pCTR model row, its loaded model, and the backbone version (and encoder) it was trained on."""
+
+    row: CtrModelVersion
+    model: CtrModel
+    backbone: Any
+    encoder: Any
+
+
 class Scorer:
     """The serving pCTR model of this process: the active CtrModelVersion, re-checked every few seconds.
 
-    Ad creative embeddings are read (or computed and stored) once per (backbone version, ad, ad
-    update time) and kept.
+    Creatives and contexts are embedded with the backbone version the model was trained on (not
+    necessarily the active one: a later fine-tune for search does not change what this model reads).
+    Creative embeddings are read (or computed and stored) once per (backbone version, ad, ad update time).
     """
 
     CHECK_SECONDS = 5.0
 
     def __init__(self):
         self.lock = threading.RLock()
-        self.version_id: int | None = None
-        self.version: CtrModelVersion | None = None
-        self.model: CtrModel | None = None
+        self.serving: ServingModel | None = None
         self.checked_at = 0.0
         self.ad_vectors: dict[tuple[int, int, float], np.ndarray] = {}
 
-    def current(self) -> tuple[CtrModelVersion | None, CtrModel | None]:
-        """Return (active version, its loaded model), or (None, None) when no pCTR model serves."""
+    def current(self) -> ServingModel | None:
+        """Return the serving model, or None when no pCTR model is active."""
+        from backbone.services import get_active_version, version_encoder
+
         now = time.monotonic()
         with self.lock:
             if now - self.checked_at >= self.CHECK_SECONDS:
-                version = CtrModelVersion.objects.filter(status=CtrModelVersion.Status.ACTIVE).first()
-                if version is None:
-                    self.version_id, self.model, self.version = None, None, None
-                elif version.pk != self.version_id:
-                    self.model = CtrModel.load(Path(version.path))
-                    self.version_id, self.version = version.pk, version
+                row = lifecycle.active(CtrModelVersion)
+                if row is None:
+                    self.serving = None
+                elif self.serving is None or self.serving.row.pk != row.pk:
+                    backbone = row.backbone_version or get_active_version()
+                    model = CtrModel.load(Path(row.path))
+                    self.serving = ServingModel(row, model, backbone, version_encoder(backbone))
                 self.checked_at = now
-            return self.version, self.model
+            return self.serving
 
     def reset(self) -> None:
         with self.lock:
-            self.version_id, self.version, self.model, self.checked_at = None, None, None, 0.0
+            self.serving, self.checked_at = None, 0.0
             self.ad_vectors.clear()
 
 
@@ -236,14 +264,6 @@ def serving_features(*, ad: Ad, slot: AdSlot, context: Context, now: datetime) -
     return {**context_features(slot=slot, context=context, now=now), **ad_features(ad)}
 
 
-def embed_with_backbone(texts: list[str]) -> tuple[int, np.ndarray]:
-    """Embed texts with the active backbone version; return (version id, vectors)."""
-    from backbone.services import active_encoder
-
-    version, encoder = active_encoder()
-    return version.pk, encoder.encode(texts)
-
-
 def _embed_ads(ads: list[Ad], version_id: int, encoder) -> np.ndarray:
     """Creative embeddings through the per-process cache (call with ``SCORER.lock`` held).
 
@@ -258,25 +278,22 @@ def _embed_ads(ads: list[Ad], version_id: int, encoder) -> np.ndarray:
         vectors = creative_vectors(ads=[ads[i] for i in missing], version_id=version_id, encoder=encoder)
         for i, vector in zip(missing, vectors):
             SCORER.ad_vectors[keys[i]] = vector
-    return np.stack([SCORER.ad_vectors[key] for key in keys]) if keys else np.zeros((0, 384), np.float32)
+    return np.stack([SCORER.ad_vectors[key] for key in keys]) if keys else np.zeros((0, encoder.dim), np.float32)
 
 
-def ad_text_vectors(ads: list[Ad]) -> np.ndarray:
-    """Creative embeddings of ``ads``: rows of the catalogue's matrix, embedded once per backbone version.
-
-    One thread embeds what is missing while the others wait, instead of all repeating it.
-    """
-    from backbone.services import active_encoder
-
-    version, encoder = active_encoder()
+def ad_text_vectors(ads: list[Ad], *, backbone, encoder) -> np.ndarray:
+    """Creative embeddings of ``ads`` by backbone version ``backbone`` (whose ``encoder`` embeds what is not
+    stored): rows of the catalogue's matrix, embedded once per version. One thread embeds what is missing
+    while the others wait."""
+    version_id = backbone.pk
     catalogue = serving_catalogue()
     rows = [catalogue.position.get(ad.pk) for ad in ads]
     with SCORER.lock:
         if any(row is None or catalogue.ads[row].updated_at != ad.updated_at for row, ad in zip(rows, ads)):
-            return _embed_ads(ads, version.pk, encoder)  # ads from elsewhere than the serving catalogue
-        if catalogue.vectors_version != version.pk:
-            catalogue.vectors = _embed_ads(catalogue.ads, version.pk, encoder)
-            catalogue.vectors_version = version.pk
+            return _embed_ads(ads, version_id, encoder)  # ads from elsewhere than the serving catalogue
+        if catalogue.vectors_version != version_id:
+            catalogue.vectors = _embed_ads(catalogue.ads, version_id, encoder)
+            catalogue.vectors_version = version_id
         return catalogue.vectors[rows]
 
 
@@ -298,19 +315,18 @@ def predict_ctr(*, ads: list[Ad], slot: AdSlot, context: Context, now: datetime)
     """Calibrated pCTR of each ad in this slot and context, and the name of the model that gave it."""
     if not ads:
         return np.zeros(0), ""
-    version, model = SCORER.current()
-    if model is None:
+    serving = SCORER.current()
+    if serving is None:
         prior = historical_ctr([ad.pk for ad in ads])
         return np.asarray([prior[ad.pk] for ad in ads]), "historical_ctr"
-    texts = [ad_text_vectors(ads)]
-    if model.config.text_slots > 1:
-        _, ctx = embed_with_backbone([context.text])
-        texts.append(ctx)  # one row: the model projects it once for all candidates
+    texts = [ad_text_vectors(ads, backbone=serving.backbone, encoder=serving.encoder)]
+    if serving.model.config.text_slots > 1:
+        texts.append(serving.encoder.encode([context.text]))  # one row: the model projects it once for all
     shared = context_features(slot=slot, context=context, now=now)
     catalogue = serving_catalogue()
     rows = [catalogue.position.get(ad.pk) for ad in ads]
     features = [catalogue.features[row] if row is not None else ad_features(ad) for row, ad in zip(rows, ads)]
-    return model.predict_candidates(shared, features, texts), version.name
+    return serving.model.predict_candidates(shared, features, texts), serving.row.name
 
 
 # --- selection and clicks --------------------------------------------------------------------
@@ -333,16 +349,8 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
     now = timezone.now()
     ads = eligible_ads(context=context, now=now)
     pctr, model_name = predict_ctr(ads=ads, slot=slot_row, context=context, now=now)
-    ranked = sorted(
-        ((float(ad.campaign.bid_per_click) * p, p, ad) for ad, p in zip(ads, pctr)), key=lambda x: (-x[0], x[2].pk)
-    )
     reserve = float(slot_row.reserve_price)
-    chosen, seen = [], set()
-    for ev, p, ad in ranked:
-        if ev < reserve or ad.campaign_id in seen:
-            continue
-        seen.add(ad.campaign_id)
-        chosen.append((ev, p, ad))
+    chosen = rank_by_expected_value(ads, pctr, reserve)
     shown = chosen[: min(k, slot_row.max_ads)]
     impressions = []
     for position, (_ev, p, ad) in enumerate(shown):
@@ -368,22 +376,38 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
         "slot": slot_row.name,
         "model": model_name,
         "candidates": len(ads),
-        "ads": [
-            {
-                "token": imp.token,
-                "ad_id": imp.ad_id,
-                "campaign_id": imp.campaign_id,
-                "title": imp.ad.title,
-                "text": imp.ad.text,
-                "landing_product": imp.ad.landing_product.sku if imp.ad.landing_product else None,
-                "pctr": round(imp.pctr, 6),
-                "bid": imp.bid,
-                "expected_value": round(float(imp.bid) * imp.pctr, 6),
-                "price_per_click": imp.price,
-                "position": imp.position,
-            }
-            for imp in impressions
-        ],
+        "ads": [served_ad(imp) for imp in impressions],
+    }
+
+
+def rank_by_expected_value(ads: list[Ad], pctr: np.ndarray, reserve: float) -> list[tuple[float, float, Ad]]:
+    """(expected value, pCTR, ad) of the best ad of each campaign at or above ``reserve``, best first (ties by id)."""
+    ranked = sorted(
+        ((float(ad.campaign.bid_per_click) * p, p, ad) for ad, p in zip(ads, pctr)), key=lambda x: (-x[0], x[2].pk)
+    )
+    chosen, seen = [], set()
+    for ev, p, ad in ranked:
+        if ev < reserve or ad.campaign_id in seen:
+            continue
+        seen.add(ad.campaign_id)
+        chosen.append((ev, p, ad))
+    return chosen
+
+
+def served_ad(imp: ServedImpression) -> dict[str, Any]:
+    """What the storefront is told about one served ad."""
+    return {
+        "token": imp.token,
+        "ad_id": imp.ad_id,
+        "campaign_id": imp.campaign_id,
+        "title": imp.ad.title,
+        "text": imp.ad.text,
+        "landing_product": imp.ad.landing_product.sku if imp.ad.landing_product else None,
+        "pctr": round(imp.pctr, 6),
+        "bid": imp.bid,
+        "expected_value": round(float(imp.bid) * imp.pctr, 6),
+        "price_per_click": imp.price,
+        "position": imp.position,
     }
 
 
@@ -404,7 +428,7 @@ def charge_campaign(*, campaign: Campaign, day: date, price: Decimal) -> bool:
 def record_click(*, token: str) -> dict[str, Any]:
     """Record the click of a served impression once and charge its campaign.
 
-    Raises AdsError 404 for an unknown token and 409 for a token already clicked (never charged twice).
+    Raises UnknownImpression for an unknown token and AlreadyClicked for one clicked before (never charged twice).
     Side effects: sets ``clicked_at`` and ``charged`` on the impression, adds to the day's spend.
     """
     now = timezone.now()
@@ -412,10 +436,8 @@ def record_click(*, token: str) -> dict[str, Any]:
         claimed = ServedImpression.objects.filter(token=token, clicked_at__isnull=True).update(clicked_at=now)
         if not claimed:
             if ServedImpression.objects.filter(token=token).exists():
-                raise AdsError(
-                    "this impression was already clicked; it is not charged again", field="token", status=409
-                )
-            raise AdsError("unknown impression token", field="token", status=404)
+                raise AlreadyClicked("this impression was already clicked; it is not charged again", field="token")
+            raise UnknownImpression("unknown impression token", field="token")
         impression = ServedImpression.objects.select_related("campaign").get(token=token)
         charged = charge_campaign(campaign=impression.campaign, day=now.date(), price=impression.price)
         impression.charged = impression.price if charged else Decimal("0")
@@ -425,133 +447,136 @@ def record_click(*, token: str) -> dict[str, Any]:
 
 # --- pCTR training ---------------------------------------------------------------------------
 
-
-def start_ctr_training(*, parameters: dict[str, Any] | None = None) -> CtrModelVersion:
-    """Create a queued pCTR model version and enqueue ``ads.train_ctr`` on the training queue after commit."""
-    name = timezone.now().strftime("ctr-%Y%m%d-%H%M%S-%f")
-    with transaction.atomic():
-        version = CtrModelVersion.objects.create(name=name, parameters=parameters or {})
-        transaction.on_commit(lambda: _enqueue_training(version.pk))
-    return version
+MIN_IMPRESSIONS = 20
+MIN_CLICKS = 4
+VALIDATION_FRACTION = 0.2
+TRAINING_LIMIT = 200_000  # the newest impressions a training reads by default (memory and time stay bounded)
 
 
-def _enqueue_training(version_id: int) -> None:
-    from ads.tasks import train_ctr
+def training_summary() -> str:
+    """What ``manage.py train ads`` trains on (served impressions and their clicks), or "" when too few.
 
-    train_ctr.delay(version_id)
+    The imported iPinYou impressions are not used: none of their fields (exchange, domain, slot
+    size, IP...) exists when this platform serves an ad, so a model trained on them would read
+    only unknown values here. They are what ``evaluate ads --dataset ipinyou`` measures on.
+    """
+    shown = ServedImpression.objects.count()
+    clicks = ServedImpression.objects.filter(clicked_at__isnull=False).count()
+    if shown < MIN_IMPRESSIONS or clicks < MIN_CLICKS:
+        return ""
+    return f"{shown} served impressions, {clicks} clicks"
 
 
-def training_data(*, limit: int | None = None) -> tuple[CtrData, list[datetime]]:
-    """Served impressions (oldest first) as CtrData with the ad creative and context texts embedded."""
-    rows = list(ServedImpression.objects.select_related("ad").order_by("served_at", "id")[: limit or None])
-    if not rows:
-        return CtrData(rows=[], labels=np.zeros(0)), []
-    ad_texts = sorted({r.ad.creative_text for r in rows})
-    ctx_texts = sorted({r.context_text for r in rows})
-    _, ad_vectors = embed_with_backbone(ad_texts)
-    _, ctx_vectors = embed_with_backbone(ctx_texts)
-    ad_pos = {t: i for i, t in enumerate(ad_texts)}
-    ctx_pos = {t: i for i, t in enumerate(ctx_texts)}
-    data = CtrData(
+def training_data(*, version, encoder, limit: int | None = None) -> CtrData:
+    """The newest ``limit`` served impressions (oldest first) as CtrData: their logged fields, the creative
+    embeddings of backbone ``version`` (those serving reads) and the context texts embedded with ``encoder``."""
+    from ads.embeddings import creative_vectors
+
+    newest = ServedImpression.objects.select_related("ad").order_by("-served_at", "-id")
+    rows = list(newest[:limit] if limit else newest)[::-1]
+    ads = list({r.ad_id: r.ad for r in rows}.values())
+    ad_position = {ad.pk: i for i, ad in enumerate(ads)}
+    contexts = sorted({r.context_text for r in rows})
+    context_position = {t: i for i, t in enumerate(contexts)}
+    return CtrData(
+        fields=SERVING_FIELDS,
         rows=[r.features for r in rows],
         labels=np.asarray([1.0 if r.clicked_at else 0.0 for r in rows]),
         text_ids=[
-            np.asarray([ad_pos[r.ad.creative_text] for r in rows]),
-            np.asarray([ctx_pos[r.context_text] for r in rows]),
+            np.asarray([ad_position[r.ad_id] for r in rows], dtype=np.int64),
+            np.asarray([context_position[r.context_text] for r in rows], dtype=np.int64),
         ],
-        text_vectors=[ad_vectors, ctx_vectors],
+        text_vectors=[
+            creative_vectors(ads=ads, version_id=version.pk, encoder=encoder),
+            encoder.encode(contexts) if contexts else np.zeros((0, encoder.dim), np.float32),
+        ],
     )
-    return data, [r.served_at for r in rows]
 
 
-def _log(version_id: int, line: str) -> None:
-    from django.db.models.functions import Concat
+def time_split(data: CtrData) -> tuple[CtrData, CtrData]:
+    """(train, validation): the last ``VALIDATION_FRACTION`` of the impressions by time is the validation
+    split; raise NotEnoughImpressions unless both parts hold clicks and non-clicks."""
+    cut = int(len(data) * (1 - VALIDATION_FRACTION))
+    train, val = data.subset(np.arange(cut)), data.subset(np.arange(cut, len(data)))
+    for part in (train, val):
+        if len(data) < MIN_IMPRESSIONS or not 0 < part.labels.sum() < len(part):
+            raise NotEnoughImpressions(
+                f"not enough served impressions with clicks to train ({len(data)} impressions, "
+                f"{int(data.labels.sum())} clicks; both the older 80 % and the newest 20 % need clicks and non-clicks)"
+            )
+    return train, val
 
-    stamp = timezone.now().strftime("%H:%M:%S")
-    CtrModelVersion.objects.filter(pk=version_id).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
 
+def fit_ctr_version(*, version, parameters: dict[str, Any], job_id: int | None = None, progress=None):
+    """Train a pCTR model on the served impressions with the embeddings of backbone ``version``: the ads
+    ``AppTrainer.fit`` of ``manage.py train``. Returns the ready CtrModelVersion; raises on failure (the row
+    is then failed, with the error).
 
-def train_ctr_model(*, version_id: int) -> CtrModelVersion | None:
-    """Claim a queued pCTR version and train it on the served impressions; activate it if asked.
-
-    The last 20 % of impressions by time are the validation split (early stopping, Platt
-    calibration, reported metrics). Returns None when the version was not queued (already claimed).
-    Side effects: a folder under ``MODELS_DIR/ads/``, updates of the version row.
+    Recipe parameters are the job's keys prefixed ``ads_`` (``ads_seeds=1``); ``ads_limit`` caps the
+    impressions (the newest; default ``TRAINING_LIMIT``).
+    Side effects: a CtrModelVersion row, a folder under ``MODELS_DIR/ads/``.
     """
-    claimed = CtrModelVersion.objects.filter(pk=version_id, status=CtrModelVersion.Status.QUEUED).update(
-        status=CtrModelVersion.Status.RUNNING
+    recipe = {key[len("ads_") :]: value for key, value in parameters.items() if key.startswith("ads_")}
+    row = lifecycle.create_queued(
+        CtrModelVersion, prefix="ctr", parameters=recipe, backbone_version=version, training_job_id=job_id
     )
-    if not claimed:
-        logger.info("ctr model %s is not queued; skipping", version_id)
-        return None
-    version = CtrModelVersion.objects.get(pk=version_id)
-    params = version.parameters
+    lifecycle.claim(CtrModelVersion, pk=row.pk)
     try:
-        from ads.ml import ctr_metrics
-        from backbone.services import get_active_version
-
-        data, _ = training_data(limit=params.get("limit"))
-        if len(data) < 20 or data.labels.sum() < 2:
-            raise AdsError(f"not enough served impressions with clicks to train ({len(data)} impressions)")
-        cut = int(len(data) * 0.8)
-        train, val = data.subset(np.arange(cut)), data.subset(np.arange(cut, len(data)))
-        # a small MLP keeps scoring 1,000 candidates within a few milliseconds on one CPU thread
-        config = CtrConfig(fields=SERVING_FIELDS, text_slots=2, hidden=[64], seed=int(params.get("seed", 13)))
-        for key in ("dim", "lr", "max_epochs", "patience", "batch_size", "hidden", "dropout"):
-            if key in params:
-                setattr(config, key, params[key])
-        torch.set_num_threads(settings.BACKBONE_TORCH_THREADS or torch.get_num_threads())
-        model = CtrModel(config).fit(train, val, progress=lambda line: _log(version_id, line))
-        metrics = {
-            "validation": ctr_metrics(val.labels, model.predict(val)),
-            "train_impressions": len(train),
-            "validation_impressions": len(val),
-        }
-        folder = Path(settings.MODELS_DIR) / "ads" / version.name
-        model.save(folder, metrics)
-        CtrModelVersion.objects.filter(pk=version_id).update(
-            status=CtrModelVersion.Status.READY,
-            path=str(folder),
-            metrics=metrics,
-            backbone_version=get_active_version(),
-            finished_at=timezone.now(),
-        )
-        _log(version_id, f"validation {metrics['validation']}")
+        folder, metrics = _fit_and_save(row, version, recipe, progress or (lambda fraction, message: None))
     except Exception as exc:
-        logger.exception("ctr model %s failed", version_id)
-        CtrModelVersion.objects.filter(pk=version_id).update(
-            status=CtrModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
-        return CtrModelVersion.objects.get(pk=version_id)
-    if params.get("activate"):
-        activate_ctr_model(version_id=version_id)
-    return CtrModelVersion.objects.get(pk=version_id)
+        logger.exception("pCTR model %s failed", row.name)
+        lifecycle.fail(CtrModelVersion, pk=row.pk, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return lifecycle.succeed(CtrModelVersion, pk=row.pk, path=str(folder), metrics=metrics)
 
 
-def activate_ctr_model(*, version_id: int) -> CtrModelVersion:
-    """Make a ready pCTR version the serving one (the previous one is retired); serving picks it up within seconds."""
-    with transaction.atomic():
-        version = CtrModelVersion.objects.select_for_update().get(pk=version_id)
-        if version.status not in (
-            CtrModelVersion.Status.READY,
-            CtrModelVersion.Status.RETIRED,
-            CtrModelVersion.Status.ACTIVE,
-        ):
-            raise AdsError(f"version {version.name} is {version.status}, not ready")
-        CtrModelVersion.objects.filter(status=CtrModelVersion.Status.ACTIVE).exclude(pk=version_id).update(
-            status=CtrModelVersion.Status.RETIRED
-        )
-        try:
-            CtrModelVersion.objects.filter(pk=version_id).update(status=CtrModelVersion.Status.ACTIVE)
-        except IntegrityError as exc:  # a concurrent activation won
-            raise AdsError("another version was activated at the same time; retry", status=409) from exc
-    version.refresh_from_db()
-    return version
+def _fit_and_save(row: CtrModelVersion, version, recipe: dict[str, Any], progress) -> tuple[Path, dict[str, Any]]:
+    """Fit the recipe on the impressions, write the model folder; return it and the validation metrics."""
+    from backbone.services import version_encoder
+
+    def log(line: str) -> None:
+        lifecycle.append_log(CtrModelVersion, pk=row.pk, line=line)
+
+    torch.set_num_threads(settings.BACKBONE_TORCH_THREADS or torch.get_num_threads())
+    train, val = time_split(
+        training_data(version=version, encoder=version_encoder(version), limit=recipe.get("limit", TRAINING_LIMIT))
+    )
+    log(f"{len(train)} training and {len(val)} validation impressions, backbone {version.name}")
+    progress(0.05, f"pctr: {len(train)} training and {len(val)} validation impressions")
+    budget = int(recipe.get("seeds", CtrConfig.seeds)) * int(recipe.get("max_epochs", CtrConfig.max_epochs))
+    epochs = []
+
+    def on_epoch(line: str) -> None:
+        epochs.append(line)
+        log(line)
+        progress(0.05 + 0.9 * min(1.0, len(epochs) / budget), f"pctr epoch {line}")
+
+    model = fit_ctr_model(train, val, recipe, progress=on_epoch)
+    metrics = {
+        "validation": ctr_metrics(val.labels, model.predict(val)),
+        "train_impressions": len(train),
+        "validation_impressions": len(val),
+        "backbone_version": version.name,
+    }
+    folder = Path(settings.MODELS_DIR) / "ads" / row.name
+    model.save(folder, metrics)
+    log(f"validation {metrics['validation']}")
+    return folder, metrics
+
+
+def start_ctr_training(*, parameters: dict[str, Any] | None = None, user=None):
+    """Enqueue the platform's one training job for the ads app (``manage.py train ads`` does the same).
+
+    Side effects: a TrainingJob row and its message on the training queue (after commit).
+    """
+    from backbone.services import start_training_job
+
+    return start_training_job(apps=["ads"], parameters=parameters, user=user)
 
 
 def build_text_training_task(parameters: dict[str, Any]):
     """The ``ads_ctr`` task of the shared trainer, built from the served impressions (oldest first)."""
-    from ads.ml import AdTextTask
+    from ads.text_task import AdTextTask
 
     limit = int(parameters.get("ads_limit", 20000))
     rows = (

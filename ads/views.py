@@ -19,13 +19,19 @@ from ads.serializers import (
     AdTrainRequestSerializer,
     AdvertiserSerializer,
     CampaignSerializer,
-    CtrModelVersionSerializer,
 )
+from backbone.serializers import TrainingJobSerializer
 from catalog.auth import IsStorefrontOrStaff
+
+ERROR_STATUS = {
+    services.UnknownImpression: status.HTTP_404_NOT_FOUND,
+    services.AlreadyClicked: status.HTTP_409_CONFLICT,
+}
 
 
 def error_response(exc: services.AdsError) -> Response:
-    return Response({exc.field: [str(exc)]}, status=exc.status)
+    """The answer to a refused ads operation: ``{field: [message]}`` with the status its kind maps to (else 400)."""
+    return Response({exc.field: [str(exc)]}, status=ERROR_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST))
 
 
 class AdvertiserViewSet(viewsets.ModelViewSet):
@@ -101,13 +107,19 @@ class AdClickView(APIView):
 
 
 class AdTrainView(APIView):
-    """Start a pCTR training job (Celery ``training`` queue) on the served impressions."""
+    """Start the platform's training job for the ads app (as ``manage.py train ads``): the pCTR model on the
+    served impressions, activated when it succeeds unless ``activate`` is false."""
 
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(request=AdTrainRequestSerializer, responses={202: CtrModelVersionSerializer})
+    @extend_schema(
+        request=AdTrainRequestSerializer,
+        responses={202: TrainingJobSerializer},
+    )
     def post(self, request):
         serializer = AdTrainRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        version = services.start_ctr_training(parameters=serializer.validated_data)
-        return Response(CtrModelVersionSerializer(version).data, status=status.HTTP_202_ACCEPTED)
+        data = serializer.validated_data
+        parameters = {"activate": data["activate"], **{f"ads_{k}": v for k, v in data.items() if k != "activate"}}
+        job = services.start_ctr_training(parameters=parameters, user=request.user)
+        return Response(TrainingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -3,8 +3,9 @@
 ``python bench/ads.py [--state-dir /tmp/bench-ads] [--ads 1000] [--calls 200] [--requests 400]``
 
 1. Prepares its own STATE_DIR (migrate, bootstrap), creates 100 campaigns x 10 ads, a slot, and
-   4,000 synthetic served impressions with clicks; trains the serving pCTR model on them
-   (``ads.services.train_ctr_model``, 2 epochs: the figures are about speed, not quality) and activates it.
+   4,000 synthetic served impressions with clicks; trains the served pCTR recipe on them
+   (``ads.services.fit_ctr_version``, what ``manage.py train ads`` runs, with 2 epochs per network:
+   the figures are about speed, not quality) and activates it.
 2. Scoring: ``scoring_1000_candidates`` is one call that scores all 1,000 ads (their fields,
    cached creative embeddings, a given context embedding, DeepFM, calibration);
    ``predict_ctr_with_context_embedding`` adds embedding the request's query with the backbone;
@@ -41,6 +42,8 @@ def seed_ads(n_ads: int, seed: int) -> str:
     """Create campaigns, ads, a slot and a served log with clicks; train and activate a pCTR model."""
     from ads import services
     from ads.models import Ad, AdSlot, Advertiser, Campaign, CtrModelVersion, ServedImpression
+    from backbone import lifecycle
+    from backbone.services import get_active_version
 
     slot, _ = AdSlot.objects.get_or_create(name="bench-top", defaults={"reserve_price": Decimal("0.0001")})
     if Ad.objects.count() < n_ads:
@@ -81,6 +84,7 @@ def seed_ads(n_ads: int, seed: int) -> str:
                         "campaign": str(ad.campaign_id),
                         "advertiser": str(ad.campaign.advertiser_id),
                         "hour": str(rng.randrange(24)),
+                        "customer": f"c{rng.randrange(200)}",
                         "query_words": query.split(),
                     },
                     context_text=query,
@@ -89,9 +93,9 @@ def seed_ads(n_ads: int, seed: int) -> str:
         ServedImpression.objects.bulk_create(log)
         clicked = [imp.pk for imp in log if rng.random() < 0.05]
         ServedImpression.objects.filter(pk__in=clicked).update(clicked_at="2026-01-01T00:00Z")
-    if not CtrModelVersion.objects.filter(status=CtrModelVersion.Status.ACTIVE).exists():
-        version = services.start_ctr_training(parameters={"max_epochs": 2, "activate": True})
-        services.train_ctr_model(version_id=version.pk)  # the Celery task's body, run here
+    if lifecycle.active(CtrModelVersion) is None:
+        row = services.fit_ctr_version(version=get_active_version(), parameters={"ads_max_epochs": 2})
+        lifecycle.activate(CtrModelVersion, pk=row.pk)
     return slot.name
 
 
@@ -107,26 +111,29 @@ def bench_scoring(slot_name: str, calls: int) -> dict:
     now = timezone.now()
     services.predict_ctr(ads=ads, slot=slot, context=context, now=now)  # warm: model, creative embeddings
     full, model_only, baseline = [], [], []
-    version, model = services.SCORER.current()
-    vectors = services.ad_text_vectors(ads)
+    serving = services.SCORER.current()
+    embeddings = {"backbone": serving.backbone, "encoder": serving.encoder}
+    vectors = services.ad_text_vectors(ads, **embeddings)
     context_vector = vectors[:1]  # any unit vector: this path times the scoring, not the encoder
     for i in range(calls):
-        context = services.resolve_context(query=QUERIES[i % len(QUERIES)] + f" {i}")
+        context = services.resolve_context(query=QUERIES[i % len(QUERIES)] + f" {i}", customer=f"c{i % 200}")
         started = time.perf_counter()
         pctr, name = services.predict_ctr(ads=ads, slot=slot, context=context, now=now)
         full.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         shared = services.context_features(slot=slot, context=context, now=now)
         features = services.serving_catalogue().features
-        model.predict_candidates(shared, features, [services.ad_text_vectors(ads), context_vector])
+        serving.model.predict_candidates(
+            shared, features, [services.ad_text_vectors(ads, **embeddings), context_vector]
+        )
         model_only.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         services.historical_ctr([ad.pk for ad in ads])
         baseline.append((time.perf_counter() - started) * 1000)
-    assert name == version.name and len(pctr) == len(ads)
+    assert name == serving.row.name and len(pctr) == len(ads)
     result = {
         "candidates": len(ads),
-        "model": version.name,
+        "model": serving.row.name,
         "predict_ctr_with_context_embedding": harness.percentiles(full),
         "scoring_1000_candidates": harness.percentiles(model_only),
         "baseline_historical_ctr_query": harness.percentiles(baseline),

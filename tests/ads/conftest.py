@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import factory
 import pytest
@@ -59,3 +60,10 @@ def fresh_serving_catalogue(monkeypatch):
     services.SCORER.reset()
     yield
     services.SCORER.reset()
+
+
+@pytest.fixture
+def models_dir(tmp_path, settings) -> Path:
+    """Model folders of the test go to a temporary folder."""
+    settings.MODELS_DIR = tmp_path / "models"
+    return settings.MODELS_DIR

@@ -6,7 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from ads.models import CampaignSpend, ServedImpression
+from ads.models import CampaignSpend, CtrModelVersion, ServedImpression
+from backbone import lifecycle
+from backbone.models import TrainingJob
 from tests.ads.conftest import AdFactory, AdSlotFactory, CampaignFactory
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +137,29 @@ def test_admin_campaign_list_shows_impressions_clicks_ctr_and_spend(admin_client
     assert "Spring drills" in html
     assert '<td class="field-impressions">4</td>' in html and '<td class="field-ctr">25.00%</td>' in html
     assert '<td class="field-spend">0.5000</td>' in html and 'class="field-predicted_ctr">0.99%' in html
+
+
+def test_staff_starts_the_platform_training_job_for_ads(staff_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post("/api/v1/ads/train", {"max_epochs": 3, "seeds": 1}, format="json")
+
+    assert response.status_code == 202
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.parameters["apps"] == ["ads"] and job.status == TrainingJob.Status.QUEUED
+    assert (job.parameters["ads_max_epochs"], job.parameters["ads_seeds"], job.parameters["activate"]) == (3, 1, True)
+    assert len(callbacks) == 1  # one message on the training queue, after commit
+
+
+def test_storefront_cannot_start_training(storefront_client):
+    response = storefront_client.post("/api/v1/ads/train", {}, format="json")
+
+    assert response.status_code in (401, 403)
+
+
+def test_admin_lists_pctr_models_with_the_shared_page(admin_client, tiny_active_version):
+    lifecycle.create_queued(CtrModelVersion, prefix="ctr", backbone_version=tiny_active_version)
+
+    page = admin_client.get("/admin/ads/ctrmodelversion/")
+
+    assert page.status_code == 200
+    assert "ctr-" in page.content.decode() and "Roll back" in page.content.decode()

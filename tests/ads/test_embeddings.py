@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 def test_activating_a_backbone_version_embeds_every_creative_before_it_serves(tiny_active_version, tiny_model_dir):
     ads = AdFactory.create_batch(3)
-    new = ModelVersion.objects.create(name="new", path=str(tiny_model_dir))
+    new = ModelVersion.objects.create(name="new", path=str(tiny_model_dir), state=ModelVersion.State.READY)
 
     backbone.activate_version(version_id=new.pk)
     assert backbone.get_active_version().pk == tiny_active_version.pk
@@ -33,7 +33,8 @@ def test_activating_a_backbone_version_embeds_every_creative_before_it_serves(ti
 def test_serving_reads_stored_creatives_and_re_embeds_a_changed_one(tiny_active_version):
     first, second = AdFactory.create_batch(2)
 
-    vectors = services.ad_text_vectors([first, second])  # nothing stored yet: embedded and stored
+    serving = {"backbone": tiny_active_version, "encoder": backbone.version_encoder(tiny_active_version)}
+    vectors = services.ad_text_vectors([first, second], **serving)  # nothing stored yet: embedded and stored
     assert AdEmbedding.objects.filter(version=tiny_active_version).count() == 2
 
     # a fresh worker reads the stored row: plant a marker vector to see that it is not recomputed
@@ -44,7 +45,7 @@ def test_serving_reads_stored_creatives_and_re_embeds_a_changed_one(tiny_active_
     second.save()
     services.SCORER.reset()
 
-    again = services.ad_text_vectors([first, second])
+    again = services.ad_text_vectors([first, second], **serving)
 
     np.testing.assert_allclose(again[0], marker)
     assert not np.allclose(again[1], vectors[1])  # its text changed: embedded anew

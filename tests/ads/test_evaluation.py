@@ -68,6 +68,8 @@ def test_movielens_ctr_reports_model_ablation_and_baselines(data_dir, tmp_path, 
         report["metrics"]["auc"] - report["ablation_without_text"]["auc"], abs=2e-4
     )
     assert report["backbone_version"] == "tiny"
+    assert report["model"].startswith("ads.ml.CtrModel from fit_ctr_model") and "taste profiles" in report["model"]
+    assert report["recipe"]["profile_field"] == "customer"
 
 
 def test_ipinyou_reports_auc_with_a_bootstrap_interval(data_dir, tmp_path):
@@ -150,17 +152,3 @@ def test_a_dev_split_can_be_carved_from_a_split_train_folder(data_dir, tmp_path)
     outer_test = ratings(tmp_path / "outer" / "test" / "ratings.csv")
     assert not outer_test & ratings(tmp_path / "dev" / "train" / "ratings.csv")
     assert not outer_test & ratings(tmp_path / "dev" / "test" / "ratings.csv")
-
-
-def test_movie_text_full_adds_genres_and_tags():
-    from ads.evaluation import movie_texts
-
-    movies = [{"movieId": "1", "title": "Toy Story (1995)"}, {"movieId": "2", "title": "Heat (1995)"}]
-    genres = {"1": ["Animation", "Comedy"], "2": []}
-    tags = {"1": ["pixar", "fun"]}
-
-    assert movie_texts(movies, genres, tags, "title")["1"] == "Toy Story (1995)"
-    full = movie_texts(movies, genres, tags, "full")
-    assert full == {"1": "Toy Story (1995). Animation, Comedy. pixar, fun", "2": "Heat (1995)"}
-    with pytest.raises(ValueError, match="movie_text"):
-        movie_texts(movies, genres, tags, "plot")

@@ -1,4 +1,5 @@
-"""The pCTR model on synthetic data with a known answer, its calibration, persistence and metrics."""
+"""The pCTR recipe on synthetic data with a known answer: interactions, crosses, text, taste profiles,
+calibration, persistence, the serving fast path, and the baselines."""
 
 from __future__ import annotations
 
@@ -6,9 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from ads.ml import CtrConfig, CtrData, CtrModel, Platt, bootstrap_auc, ctr_metrics, fit_hashed_logistic
+from ads.baselines import fit_hashed_logistic, fit_lightgbm
+from ads.ml import (
+    CtrConfig,
+    CtrData,
+    CtrModel,
+    Platt,
+    TasteProfiles,
+    bootstrap_auc,
+    ctr_metrics,
+    fit_ctr_model,
+    out_of_fold_tastes,
+)
 
 FIELDS = [{"name": "a"}, {"name": "b"}, {"name": "noise"}, {"name": "tags", "kind": "bag", "max_len": 3}]
+QUICK = {"max_epochs": 6, "batch_size": 256, "lr": 5e-3, "first_order_lr": 5e-3, "patience": 2, "seeds": 1}
 
 
 def xor_data(n: int, seed: int, text: bool = False) -> CtrData:
@@ -26,11 +39,28 @@ def xor_data(n: int, seed: int, text: bool = False) -> CtrData:
         {"a": str(x), "b": str(y), "noise": str(rng.integers(0, 50)), "tags": [f"t{rng.integers(0, 5)}"]}
         for x, y in zip(a, b)
     ]
-    return CtrData(rows=rows, labels=labels, text_ids=[text_ids], text_vectors=[text_vectors])
+    slots = {"text_ids": [text_ids], "text_vectors": [text_vectors]} if text else {}
+    return CtrData(fields=FIELDS, rows=rows, labels=labels, **slots)
 
 
-def config(text_slots: int = 0) -> CtrConfig:
-    return CtrConfig(fields=FIELDS, text_slots=text_slots, max_epochs=6, batch_size=256, lr=5e-3, patience=2)
+def taste_data(n: int, seed: int, items: np.ndarray) -> CtrData:
+    """Customers who click items whose embedding is near their own hidden taste; every row's item is new
+    to the model's id fields (``ad`` is unique per row), so only the taste profiles can tell."""
+    rng = np.random.default_rng(seed)
+    tastes = np.random.default_rng(5).normal(size=(20, items.shape[1]))
+    customer = rng.integers(0, 20, n)
+    item = rng.integers(0, len(items), n)
+    affinity = (tastes[customer] * items[item]).sum(1)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-4 * affinity / affinity.std()))).astype(np.float64)
+    rows = [{"customer": f"c{c}", "ad": f"{seed}-{i}"} for i, c in enumerate(customer)]
+    return CtrData(
+        fields=[{"name": "customer"}, {"name": "ad"}], rows=rows, labels=labels, text_ids=[item], text_vectors=[items]
+    )
+
+
+def unit_vectors(n: int, dim: int = 384, seed: int = 3) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(autouse=True)
@@ -40,26 +70,73 @@ def one_thread():
 
 def test_deepfm_learns_a_field_interaction_that_logistic_regression_cannot():
     train, val, test = xor_data(6000, 1), xor_data(1500, 2), xor_data(2000, 3)
-    specs = CtrModel(config()).specs
 
-    model = CtrModel(config()).fit(train, val)
-    logistic = fit_hashed_logistic(train, val, specs)
+    model = fit_ctr_model(train, val, QUICK)
+    logistic = fit_hashed_logistic(train, val)
 
     assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.8
     assert ctr_metrics(test.labels, logistic(test))["auc"] < 0.6
 
 
+def test_a_cross_field_gives_logistic_regression_the_interaction():
+    train, val, test = xor_data(6000, 1), xor_data(1500, 2), xor_data(2000, 3)
+    for data in (train, val, test):
+        data.fields = [*FIELDS, {"name": "a*b", "kind": "cross", "of": ["a", "b"]}]
+
+    logistic = fit_hashed_logistic(train, val)
+
+    assert ctr_metrics(test.labels, logistic(test))["auc"] > 0.8
+
+
 def test_text_embeddings_add_what_the_fields_lack():
     train, val, test = xor_data(6000, 1, text=True), xor_data(1500, 2, text=True), xor_data(2000, 3, text=True)
 
-    with_text = CtrModel(config(text_slots=1)).fit(train, val)
-    without = CtrModel(config(text_slots=0)).fit(train, val)
+    with_text = fit_ctr_model(train, val, QUICK)
+    without = fit_ctr_model(train.without_text(), val.without_text(), QUICK)
 
     gain = (
         ctr_metrics(test.labels, with_text.predict(test))["auc"]
-        - ctr_metrics(test.labels, without.predict(test))["auc"]
+        - ctr_metrics(test.labels, without.predict(test.without_text()))["auc"]
     )
     assert gain > 0.02
+
+
+def test_taste_profiles_are_the_mean_creatives_a_customer_clicked_and_skipped():
+    items = np.eye(3, 384, dtype=np.float32)
+    keys = np.asarray(["ann", "ann", "ann", "bob", ""], dtype=object)
+
+    profiles = TasteProfiles.build(keys, np.asarray([0, 1, 2, 2, 0]), items, np.asarray([1.0, 1.0, 0.0, 0.0, 1.0]))
+
+    liked, disliked = profiles.liked[profiles.index(["ann", "bob", "stranger", ""])], profiles.disliked
+    np.testing.assert_allclose(liked[0, :3], [2**-0.5, 2**-0.5, 0], rtol=1e-6)
+    assert not liked[1:].any()  # bob clicked nothing; strangers and anonymous rows read zeros
+    np.testing.assert_allclose(disliked[profiles.index(["ann", "bob"]), :3], [[0, 0, 1], [0, 0, 1]])
+
+
+def test_out_of_fold_tastes_never_read_the_rows_own_click():
+    items = unit_vectors(50)
+    data = taste_data(400, 1, items)
+    flipped = CtrData(
+        fields=data.fields, rows=data.rows, labels=data.labels.copy(), text_ids=data.text_ids, text_vectors=[items]
+    )
+    flipped.labels[7] = 1 - flipped.labels[7]
+
+    liked, disliked, ids = out_of_fold_tastes(data, "customer", folds=5, seed=0)
+    liked2, disliked2, ids2 = out_of_fold_tastes(flipped, "customer", folds=5, seed=0)
+
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(liked[ids[7]], liked2[ids2[7]], atol=1e-6)
+    np.testing.assert_allclose(disliked[ids[7]], disliked2[ids2[7]], atol=1e-6)
+
+
+def test_taste_profiles_predict_clicks_on_creatives_never_seen_in_training():
+    items = unit_vectors(300)
+    train, val, test = taste_data(6000, 1, items), taste_data(1500, 2, items), taste_data(2000, 3, items)
+
+    model = fit_ctr_model(train, val, QUICK)
+
+    assert model.config.profile_field == "customer"
+    assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.7
 
 
 def test_platt_scaling_calibrates_shifted_scores():
@@ -73,21 +150,23 @@ def test_platt_scaling_calibrates_shifted_scores():
     assert abs(ctr_metrics(labels, platt(logits))["calibration_ratio"] - 1) < 0.05
 
 
-def test_saved_model_predicts_the_same_after_loading(tmp_path):
-    train, val = xor_data(2000, 1, text=True), xor_data(500, 2, text=True)
-    model = CtrModel(config(text_slots=1)).fit(train, val)
+def test_saved_model_with_taste_profiles_predicts_the_same_after_loading(tmp_path):
+    items = unit_vectors(100)
+    train, val = taste_data(2000, 1, items), taste_data(500, 2, items)
+    model = fit_ctr_model(train, val, {**QUICK, "seeds": 2})
 
     model.save(tmp_path / "v1", {"auc": 0.5})
     loaded = CtrModel.load(tmp_path / "v1")
 
     assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == ["config.json", "metrics.json", "weights.safetensors"]
+    assert len(loaded.nets) == 2 and loaded.profiles.keys == model.profiles.keys
     np.testing.assert_allclose(loaded.predict(val), model.predict(val), rtol=1e-5)
 
 
 def test_unseen_values_map_to_the_unknown_slot():
     train, val = xor_data(1000, 1), xor_data(300, 2)
-    model = CtrModel(config()).fit(train, val)
-    unseen = CtrData(rows=[{"a": "new", "b": "1", "noise": "zzz", "tags": ["never"]}], labels=np.zeros(1))
+    model = fit_ctr_model(train, val, QUICK)
+    unseen = CtrData(fields=FIELDS, rows=[{"a": "new", "b": "1", "noise": "zzz", "tags": ["never"]}])
 
     assert 0 < model.predict(unseen)[0] < 1
 
@@ -101,88 +180,57 @@ def test_bootstrap_interval_brackets_the_auc():
     interval = bootstrap_auc(labels, scores, rounds=200)
 
     assert interval["auc_ci95_low"] < auc < interval["auc_ci95_high"]
+    assert interval["bootstrap_rounds"] == 200
 
 
 def test_candidate_fast_path_scores_like_full_rows():
-    train, val = xor_data(2000, 1, text=True), xor_data(500, 2, text=True)
-    model = CtrModel(config(text_slots=1)).fit(train, val)
-    shared = {"a": "3", "tags": ["t1", "t4"]}
-    candidates = [{"b": str(b), "noise": str(b * 7)} for b in range(12)]
-    texts = [np.stack([train.text_vectors[0][b % 2] for b in range(12)])]
+    """What serving calls (shared context, one taste lookup, a cross of a shared and a candidate field)
+    gives what ``evaluate`` calls on the same rows."""
+    items = unit_vectors(100)
+    data = taste_data(2500, 1, items)
+    fields = [*data.fields, {"name": "slot"}, {"name": "customer*ad", "kind": "cross", "of": ["customer", "ad"]}]
+    for row in data.rows:
+        row["slot"] = "top"
+    data.fields = fields
+    model = fit_ctr_model(data.subset(np.arange(2000)), data.subset(np.arange(2000, 2500)), QUICK)
+    shared = {"customer": "c3", "slot": "top"}
+    candidates = [{"ad": f"1-{i}"} for i in range(12)]
+    creatives = items[np.arange(12) * 7]
 
-    fast = model.predict_candidates(shared, candidates, texts)
+    fast = model.predict_candidates(shared, candidates, [creatives])
     full = model.predict(
         CtrData(
+            fields=fields,
             rows=[{**shared, **c} for c in candidates],
-            text_ids=[np.arange(12) % 2],
-            text_vectors=train.text_vectors,
+            text_ids=[np.arange(12) * 7],
+            text_vectors=[items],
         )
     )
 
     np.testing.assert_allclose(fast, full, rtol=1e-5)
 
 
-def test_dcn_cross_layers_learn_the_interaction_without_the_fm_and_mlp_alone():
-    train, val, test = xor_data(6000, 1), xor_data(1500, 2), xor_data(2000, 3)
-    cfg = config()
-    cfg.cross_layers, cfg.hidden = 2, []  # no hidden MLP layer: a linear read-out of the fields + cross network
-
-    model = CtrModel(cfg).fit(train, val)
-
-    assert len(model.nets[0].cross) == 2
-    assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.8
-
-
-def test_dense_features_reach_the_model():
-    def data(n: int, seed: int) -> CtrData:
-        base = xor_data(n, seed)
-        rng = np.random.default_rng(seed + 100)
-        score = rng.normal(size=n)
-        base.labels = (rng.random(n) < 1 / (1 + np.exp(-3 * score))).astype(np.float64)  # only the dense feature
-        base.dense = np.stack([score, rng.normal(size=n)], axis=1).astype(np.float32)
-        return base
-
-    train, val, test = data(4000, 1), data(1000, 2), data(2000, 3)
-    cfg = config()
-    cfg.dense_dim = 2
-
-    model = CtrModel(cfg).fit(train, val)
-
-    assert ctr_metrics(test.labels, model.predict(test))["auc"] > 0.8
-    with pytest.raises(ValueError, match="dense features"):
-        model.predict(xor_data(10, 4))  # rows without them
-
-
-def test_seed_ensemble_averages_its_networks_and_survives_a_round_trip(tmp_path):
+def test_seed_ensemble_averages_its_networks():
     train, val = xor_data(2000, 1, text=True), xor_data(500, 2, text=True)
-    cfg = config(text_slots=1)
-    cfg.seeds = 2
 
-    model = CtrModel(cfg).fit(train, val)
-    inputs, texts, dense = model._tensors(val)
-    each = [model._logits(inputs, texts, dense, nets=[net]) for net in model.nets]
-    model.save(tmp_path / "v1")
-    loaded = CtrModel.load(tmp_path / "v1")
+    model = fit_ctr_model(train, val, {**QUICK, "seeds": 2})
+    inputs = model._data_inputs(val)
+    each = [model._logits(inputs, nets=[net]) for net in model.nets]
 
-    assert len(model.nets) == len(loaded.nets) == 2
-    assert {h["seed"] for h in model.history} == {cfg.seed, cfg.seed + 1}
+    assert {h["seed"] for h in model.history} == {CtrConfig.seed, CtrConfig.seed + 1}
     assert not np.allclose(each[0], each[1])  # different seeds, different networks
     np.testing.assert_allclose(model.predict_logits(val), (each[0] + each[1]) / 2, rtol=1e-6)
-    np.testing.assert_allclose(loaded.predict(val), model.predict(val), rtol=1e-5)
 
 
 def test_lightgbm_keeps_the_setting_with_the_best_validation_loss(caplog):
-    from ads.ml import fit_lightgbm
-
     train, val, test = xor_data(3000, 1), xor_data(1000, 2), xor_data(1000, 3)
-    specs = CtrModel(config()).specs
     grid = [
         {"num_leaves": 2, "min_data_in_leaf": 50},
         {"num_leaves": 15, "min_data_in_leaf": 20},
     ]  # a smaller min: the Dataset must allow it
 
-    with caplog.at_level("INFO", logger="ads.ml"):
-        predict = fit_lightgbm(train, val, specs, grid=grid)
+    with caplog.at_level("INFO", logger="ads.baselines"):
+        predict = fit_lightgbm(train, val, grid=grid)
 
     losses = [
         float(r.getMessage().split("log loss ")[1].split()[0]) for r in caplog.records if "lightgbm" in r.getMessage()

@@ -1,35 +1,47 @@
-"""pCTR training on served impressions (the Celery task, run twice), activation, serving, and the shared-trainer task."""
+"""pCTR training through the platform's one training job, serving what it trained (the same pCTR
+through the evaluation path and the select API), and the shared-trainer task."""
 
 from __future__ import annotations
 
 import random
 from decimal import Decimal
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from django.utils import timezone
 
-from ads import services, tasks
+from ads import services
+from ads.ml import CtrModel
 from ads.models import CtrModelVersion, ServedImpression
+from backbone import jobs, lifecycle
+from backbone.models import TrainingJob
 from backbone.multitask import MultiTaskTrainer, TrainingConfig
-from backbone.services import load_encoder
+from backbone.services import load_encoder, version_encoder
 from tests.ads.conftest import AdFactory, AdSlotFactory, CampaignFactory
 
 pytestmark = pytest.mark.django_db
 
+TINY = {"ads_max_epochs": 2, "ads_seeds": 1, "ads_batch_size": 64}
+
 
 @pytest.fixture
 def served_log(db):
-    """300 served impressions: the drill ad is clicked on drill queries, the garden ad rarely."""
+    """300 impressions logged as serving logs them: the drill ad is clicked on drill queries (by ann
+    above all), the garden ad on hose queries."""
     torch.set_num_threads(1)
     rng = random.Random(0)
     slot = AdSlotFactory(name="search-top")
     drill = AdFactory(title="Cordless drill", campaign=CampaignFactory())
     garden = AdFactory(title="Garden hose", campaign=CampaignFactory())
+    now = timezone.now()
     rows, clicks = [], []
     for i in range(300):
         ad = drill if i % 2 else garden
-        query = rng.choice(["drill bits", "hose reel"])
-        clicks.append(rng.random() < (0.5 if (ad is drill) == (query == "drill bits") else 0.05))
+        context = services.Context(query=rng.choice(["drill bits", "hose reel"]), customer=rng.choice(["ann", "bo"]))
+        match = (ad is drill) == (context.query == "drill bits")
+        clicks.append(rng.random() < (0.6 if match else 0.05) + (0.2 if context.customer == "ann" else 0.0))
         rows.append(
             ServedImpression(
                 ad=ad,
@@ -38,55 +50,87 @@ def served_log(db):
                 pctr=0.01,
                 bid=Decimal("1"),
                 price=Decimal("0.5"),
-                features={
-                    "slot": slot.name,
-                    "ad": str(ad.pk),
-                    "campaign": str(ad.campaign_id),
-                    "hour": "3",
-                    "query_words": query.split(),
-                },
-                context_text=query,
+                features=services.serving_features(ad=ad, slot=slot, context=context, now=now),
+                context_text=context.text,
             )
         )
     ServedImpression.objects.bulk_create(rows)
     clicked = [r.pk for r, click in zip(rows, clicks) if click]
-    ServedImpression.objects.filter(pk__in=clicked).update(clicked_at="2026-01-01T00:00Z")
+    ServedImpression.objects.filter(pk__in=clicked).update(clicked_at=now)
     return slot
 
 
-def test_training_task_run_twice_trains_once_and_the_model_serves(served_log, tiny_active_version, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path
-    version = services.start_ctr_training(parameters={"max_epochs": 2, "activate": True})
+def test_the_training_job_trains_activates_and_serves_the_pctr_model(served_log, tiny_active_version, models_dir):
+    job = services.start_ctr_training(parameters={"activate": True, **TINY})
 
-    tasks.train_ctr(version.pk)
-    tasks.train_ctr(version.pk)  # a redelivered message finds nothing to do
+    jobs.run_training_job(job_id=job.pk)
 
-    version.refresh_from_db()
-    assert version.status == CtrModelVersion.Status.ACTIVE, version.error
-    assert (tmp_path / "ads" / version.name / "weights.safetensors").exists()
-    assert 0 <= version.metrics["validation"]["auc"] <= 1
-    services.SCORER.reset()
-    result = services.select_ads(slot=served_log.name, query="drill", k=2)
-    assert result["model"] == version.name
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.SUCCEEDED, job.error
+    row = lifecycle.active(CtrModelVersion)
+    assert (row.backbone_version_id, row.training_job_id) == (tiny_active_version.pk, job.pk)
+    assert (models_dir / "ads" / row.name / "weights.safetensors").exists()
+    assert 0 <= row.metrics["validation"]["auc"] <= 1 and "pctr" in job.log
+    result = services.select_ads(slot=served_log.name, query="drill", customer="ann", k=2)
+    assert result["model"] == row.name
     assert all(0 < ad["pctr"] < 1 for ad in result["ads"])
 
 
-def test_training_without_clicks_fails_with_a_message(db, tiny_active_version, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path
-    version = services.start_ctr_training()
+def test_the_evaluation_path_and_the_select_api_give_the_same_pctr(
+    served_log, tiny_active_version, models_dir, storefront_client
+):
+    row = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    lifecycle.activate(CtrModelVersion, pk=row.pk)
+    logged = ServedImpression.objects.count()
+    contexts = [{"query": "drill bits", "customer": "ann"}, {"query": "hose", "customer": "bo"}, {"query": "saw"}]
 
-    services.train_ctr_model(version_id=version.pk)
+    answers = [
+        storefront_client.post("/api/v1/ads/select", {"slot": served_log.name, "context": c, "k": 2}, format="json")
+        for c in contexts
+    ]
 
-    version.refresh_from_db()
-    assert version.status == CtrModelVersion.Status.FAILED
-    assert "not enough served impressions" in version.error
+    api = {ad["token"]: ad["pctr"] for answer in answers for ad in answer.json()["ads"]}
+    assert {answer.json()["model"] for answer in answers} == {row.name} and len(api) == 6
+    # the evaluation path: the platform's adapter reads the impressions select logged; the saved model scores them
+    data = services.training_data(version=tiny_active_version, encoder=version_encoder(tiny_active_version))
+    new = list(ServedImpression.objects.order_by("served_at", "id")[logged:])
+    measured = CtrModel.load(Path(row.path)).predict(data.subset(np.arange(logged, len(data))))
+    np.testing.assert_allclose([api[imp.token] for imp in new], measured, atol=2e-6)  # the API rounds to 6 places
+
+
+def test_fit_without_enough_clicks_fails_its_row_and_raises(db, tiny_active_version, models_dir):
+    with pytest.raises(services.NotEnoughImpressions, match="not enough served impressions"):
+        services.fit_ctr_version(version=tiny_active_version, parameters={})
+
+    row = CtrModelVersion.objects.get()
+    assert row.state == CtrModelVersion.State.FAILED and "not enough served impressions" in row.error
+
+
+def test_ads_has_data_to_train_only_with_clicked_impressions(served_log):
+    assert services.training_summary().startswith("300 served impressions")
+    ServedImpression.objects.update(clicked_at=None)
+
+    assert services.training_summary() == ""
+
+
+def test_rolling_back_serves_the_previous_pctr_model(served_log, tiny_active_version, models_dir):
+    first = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    lifecycle.activate(CtrModelVersion, pk=first.pk)
+    second = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    lifecycle.activate(CtrModelVersion, pk=second.pk)
+    assert services.select_ads(slot=served_log.name, query="drill")["model"] == second.name
+
+    lifecycle.roll_back(CtrModelVersion)
+    services.SCORER.reset()
+
+    assert services.select_ads(slot=served_log.name, query="drill")["model"] == first.name
 
 
 def test_text_task_fine_tunes_the_shared_backbone(served_log, tiny_active_version):
     task = services.build_text_training_task({})
     encoder = load_encoder(tiny_active_version)
 
-    result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=1, batch_size=16)).fit()
+    result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=1, batch_size=16, baselines=True)).fit()
 
     assert result.steps > 0
     assert 0 <= result.metrics["ads_ctr"]["auc"] <= 1
