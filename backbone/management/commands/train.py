@@ -70,13 +70,18 @@ class Command(BaseCommand):
 
     def wait(self, job: TrainingJob) -> TrainingJob:
         """Show the job's progress until it has finished; Ctrl-C stops waiting, not the job."""
-        bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}")
+        bar = tqdm(
+            total=100,
+            file=sys.stderr,
+            mininterval=1 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s, not every poll
+            bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}",
+        )
         try:
             while True:
                 job.refresh_from_db()
-                bar.n = round(job.progress * 100, 1)
                 last = job.log.rstrip().rsplit("\n", 1)[-1][9:] if job.log else job.status
-                bar.set_postfix_str(last[:80], refresh=True)
+                bar.set_postfix_str(last[:80], refresh=False)
+                bar.update(round(job.progress * 100, 1) - bar.n)
                 if job.is_finished:
                     return job
                 time.sleep(POLL_SECONDS)
