@@ -132,6 +132,19 @@ class MultiTaskTrainer:
         total = int(round(len(schedule) / max(1, full_epochs + (cfg.epochs > full_epochs)) * cfg.epochs))
         return schedule[: max(1, total)]
 
+    def _optimizer(self, params: list[dict[str, Any]], steps: int):
+        """AdamW over ``params`` with linear warm-up then linear decay to 0 over ``steps``."""
+        cfg = self.config
+        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        warmup = max(1, int(steps * cfg.warmup_fraction))
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (steps - step) / max(1, steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
     def fit(self) -> TrainingResult:
         """Run the fine-tune; return per-task metrics before/after and the trained heads."""
         cfg = self.config
@@ -156,15 +169,7 @@ class MultiTaskTrainer:
             *encoder_param_groups(self.encoder, cfg.lr, cfg.layer_decay),
             {"params": [p for h in heads.values() for p in h.parameters()], "lr": cfg.head_lr},
         ]
-        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-        warmup = max(1, int(len(schedule) * cfg.warmup_fraction))
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (len(schedule) - step) / max(1, len(schedule) - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        optimizer, scheduler = self._optimizer(params, len(schedule))
         self.encoder.train()
         for head in heads.values():
             head.train()
