@@ -13,7 +13,7 @@ import logging
 import zlib
 from typing import Any, TypeVar
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -47,8 +47,8 @@ def claim(model: type[TrainedModel], *, pk: int) -> bool:
     return bool(model.objects.filter(pk=pk, state=State.QUEUED).update(state=State.TRAINING))
 
 
-def append_log(model: type[TrainedModel], *, pk: int, line: str) -> None:
-    """Append one time-stamped line to the row's training log (one UPDATE, no read)."""
+def append_log(model: type[models.Model], *, pk: int, line: str) -> None:
+    """Append one time-stamped line to the row's ``log`` (a trained model's or a training job's; one UPDATE, no read)."""
     stamp = timezone.now().strftime("%H:%M:%S")
     model.objects.filter(pk=pk).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
 

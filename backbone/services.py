@@ -14,8 +14,6 @@ from typing import Any
 import torch
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Concat
 from django.utils import timezone
 
 from backbone import lifecycle, registry
@@ -224,8 +222,7 @@ def start_training_job(
 
 def append_job_log(job_id: int, line: str) -> None:
     """Append one time-stamped line to a training job's log."""
-    stamp = timezone.now().strftime("%H:%M:%S")
-    TrainingJob.objects.filter(pk=job_id).update(log=Concat(F("log"), Value(f"{stamp} {line}\n")))
+    lifecycle.append_log(TrainingJob, pk=job_id, line=line)
 
 
 def save_version(
