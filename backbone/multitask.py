@@ -32,7 +32,12 @@ class TrainingCancelled(Exception):
 
 @runtime_checkable
 class TrainingTask(Protocol):
-    """What an app contributes to a multi-task fine-tune."""
+    """What an app contributes to a multi-task fine-tune.
+
+    A task may also set ``max_steps`` (an int, or None for no cap): the most batches of it that a
+    whole fine-tune runs, whatever the number of epochs, so that a large task (thousands of judged
+    queries) keeps a bounded share of the time when another task asks for many epochs.
+    """
 
     name: str
     weight: float
@@ -99,6 +104,17 @@ def interleave(per_task: dict[str, list[Any]], weights: dict[str, float], rng: r
     return schedule
 
 
+def capped(schedule: list[tuple[str, Any]], max_steps: dict[str, int | None]) -> list[tuple[str, Any]]:
+    """Keep at most ``max_steps[name]`` batches of each task (the first ones), in schedule order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for name, batch in schedule:
+        seen[name] = seen.get(name, 0) + 1
+        if max_steps.get(name) is None or seen[name] <= max_steps[name]:
+            kept.append((name, batch))
+    return kept
+
+
 class MultiTaskTrainer:
     """Fine-tune ``encoder`` together with one head per task."""
 
@@ -130,7 +146,7 @@ class MultiTaskTrainer:
             per_task = {name: task.batches(rng, cfg.batch_size) for name, task in self.tasks.items()}
             schedule.extend(interleave(per_task, weights, rng))
         total = int(round(len(schedule) / max(1, full_epochs + (cfg.epochs > full_epochs)) * cfg.epochs))
-        return schedule[: max(1, total)]
+        return capped(schedule[: max(1, total)], {n: getattr(t, "max_steps", None) for n, t in self.tasks.items()})
 
     def _optimizer(self, params: list[dict[str, Any]], steps: int):
         """AdamW over ``params`` with linear warm-up then linear decay to 0 over ``steps``."""

@@ -5,7 +5,7 @@
 Prepares its own STATE_DIR (the 54,667 Home Depot products, their queries and labels), gives the
 products deterministic synthetic prices and stock (the dataset has titles only, and the
 filters need something to filter on), runs ``manage.py train search --inline`` (a short fine-tune:
-``--train-batches`` batches of the search task, then the products re-embedded with the new version
+``--train-steps`` steps of the search task, then the products re-embedded with the new version
 and the ranker trained for it, all activated together), starts gunicorn (2 workers x 4 threads)
 and sends real Home Depot queries from 8 concurrent keep-alive clients:
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--state-dir", default="/tmp/state-search-bench")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--train-batches", type=int, default=50, help="fine-tune batches of the search task")
+    parser.add_argument("--train-steps", type=int, default=50, help="fine-tune steps of the search task")
     parser.add_argument("--ranker-queries", type=int, default=1500)
     parser.add_argument("--port", type=int, default=8731)
     args = parser.parse_args()
@@ -77,7 +77,7 @@ def main() -> None:
         raise SystemExit(setup.stderr[-3000:])
     trained = manage(
         args.state_dir, "train", "search", "--inline",
-        "--set", f"search_max_batches={args.train_batches}",
+        "--set", f"search_max_steps={args.train_steps}",
         "--set", f"search_ranker_queries={args.ranker_queries}",
         env=env,
     ).strip()  # fmt: skip

@@ -421,12 +421,12 @@ class SearchContrastiveTask:
         validation: Sequence[tuple[str, dict[str, float]]],
         *,
         weight: float = 1.0,
-        max_batches: int | None = None,
+        max_steps: int | None = None,
     ):
         self.pairs = list(pairs)
         self.validation = list(validation)
         self.weight = weight
-        self.max_batches = max_batches
+        self.max_steps = max_steps  # read by the trainer: the most search batches one fine-tune runs
 
     def build_head(self, dim: int):
         return LogitScale.build()
@@ -435,8 +435,7 @@ class SearchContrastiveTask:
         order = list(self.pairs)
         rng.shuffle(order)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        batches = [b for b in batches if len(b) > 1]
-        return batches[: self.max_batches] if self.max_batches else batches
+        return [b for b in batches if len(b) > 1]
 
     def loss(self, encoder, head, batch: list[RelevancePair]):
         import torch

@@ -7,7 +7,14 @@ import random
 import pytest
 
 from backbone.encoder import Encoder
-from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig, encoder_param_groups, interleave
+from backbone.multitask import (
+    MultiTaskTrainer,
+    TrainingCancelled,
+    TrainingConfig,
+    capped,
+    encoder_param_groups,
+    interleave,
+)
 from chatbot.ml import IntentTask
 
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -34,6 +41,17 @@ def test_interleave_scales_batches_by_weight():
     schedule = interleave({"a": [1, 2, 3, 4], "b": [5, 6]}, {"a": 1.0, "b": 2.0}, rng)
     names = [name for name, _ in schedule]
     assert names.count("a") == 4 and names.count("b") == 4
+
+
+def test_a_task_with_max_steps_keeps_only_its_first_batches_over_all_epochs(tiny_model_dir):
+    schedule = [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)]
+    assert capped(schedule, {"a": 2, "b": None}) == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3)]
+    big, small = colour_task("big", 1), colour_task("small", 2)
+    big.max_steps = 5
+    trainer = MultiTaskTrainer(Encoder.load(tiny_model_dir, device="cpu"), [big, small], TrainingConfig(epochs=3))
+    names = [name for name, _ in trainer._schedule(random.Random(0))]
+    per_epoch = len(small.batches(random.Random(0), 32))
+    assert names.count("big") == 5 and names.count("small") == 3 * per_epoch
 
 
 def test_layer_decay_gives_lower_layers_smaller_rates(tiny_model_dir):
