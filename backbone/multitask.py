@@ -161,26 +161,9 @@ class MultiTaskTrainer:
 
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    def fit(self) -> TrainingResult:
-        """Run the fine-tune; return per-task metrics before/after and the trained heads."""
+    def _train(self, schedule: list[tuple[str, Any]], heads: dict[str, nn.Module]) -> list[dict[str, float]]:
+        """Run the schedule's steps on the encoder and ``heads``; return the loss history."""
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        rng = random.Random(cfg.seed)
-        started = time.monotonic()
-        device = self.encoder.device
-
-        baselines = {}
-        if cfg.baselines:
-            self.progress(0.0, "measuring baselines")
-            baselines = {name: task.baselines(self.encoder) for name, task in self.tasks.items()}
-        heads = {name: task.build_head(self.encoder.dim).to(device) for name, task in self.tasks.items()}
-
-        schedule = self._schedule(rng)
-        frozen = [
-            p for n, p in self.encoder.named_parameters() if cfg.freeze_word_embeddings and "word_embeddings" in n
-        ]
-        for param in frozen:
-            param.requires_grad_(False)
         params = [
             *encoder_param_groups(self.encoder, cfg.lr, cfg.layer_decay),
             {"params": [p for h in heads.values() for p in h.parameters()], "lr": cfg.head_lr},
@@ -207,7 +190,29 @@ class MultiTaskTrainer:
                 history.append({"step": step + 1, **{f"loss_{k}": round(v, 4) for k, v in running.items()}})
                 losses = ", ".join(f"{k} loss {v:.3f}" for k, v in running.items())
                 self.progress(0.05 + 0.9 * (step + 1) / len(schedule), f"step {step + 1}/{len(schedule)}: {losses}")
+        return history
 
+    def fit(self) -> TrainingResult:
+        """Run the fine-tune; return per-task metrics before/after and the trained heads."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = random.Random(cfg.seed)
+        started = time.monotonic()
+        device = self.encoder.device
+
+        baselines = {}
+        if cfg.baselines:
+            self.progress(0.0, "measuring baselines")
+            baselines = {name: task.baselines(self.encoder) for name, task in self.tasks.items()}
+        heads = {name: task.build_head(self.encoder.dim).to(device) for name, task in self.tasks.items()}
+
+        schedule = self._schedule(rng)
+        frozen = [
+            p for n, p in self.encoder.named_parameters() if cfg.freeze_word_embeddings and "word_embeddings" in n
+        ]
+        for param in frozen:
+            param.requires_grad_(False)
+        history = self._train(schedule, heads)
         for param in frozen:
             param.requires_grad_(True)
         self.encoder.eval()

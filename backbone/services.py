@@ -389,10 +389,9 @@ def switch_together(*, version: ModelVersion, rows: list) -> None:
             .exclude(pk=version.pk)
             .values_list("pk", flat=True)
         )
-        ModelVersion.objects.filter(pk__in=previous).update(state=ModelVersion.State.RETIRED)
-        ModelVersion.objects.filter(pk=version.pk).exclude(state=ModelVersion.State.ACTIVE).update(
-            state=ModelVersion.State.ACTIVE, activated_at=timezone.now(), activation_progress=1.0
-        )
+        if version.state != ModelVersion.State.ACTIVE:
+            lifecycle.activate(ModelVersion, pk=version.pk)  # retires the previous one
+            ModelVersion.objects.filter(pk=version.pk).update(activation_progress=1.0)
         for row in rows:
             lifecycle.activate(type(row), pk=row.pk)
     # Keep the previous version's rows: processes that cached it serve it for up to

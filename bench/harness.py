@@ -168,6 +168,28 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def _timed_request(
+    connection: http.client.HTTPConnection, host: str, port: int, headers: dict[str, str], method: str, path: str, body
+) -> tuple[http.client.HTTPConnection, int, float]:
+    """Send one request on ``connection``; return (the connection to go on with, status, milliseconds).
+
+    A connection error is status 0, and a fresh connection replaces the broken one.
+    """
+    payload = json.dumps(body).encode() if body is not None else None
+    request_headers = {**headers, "Content-Type": "application/json"} if payload else dict(headers)
+    started = time.perf_counter()
+    try:
+        connection.request(method, path, body=payload, headers=request_headers)
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException):
+        connection.close()
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        status = 0
+    return connection, status, (time.perf_counter() - started) * 1000
+
+
 def load_test(
     base_url: str,
     requests: list[tuple[str, str, dict | None]],
@@ -194,20 +216,7 @@ def load_test(
                 index = next(cursor, None)
             if index is None:
                 break
-            method, path, body = work[index]
-            payload = json.dumps(body).encode() if body is not None else None
-            request_headers = {**headers, "Content-Type": "application/json"} if payload else dict(headers)
-            started = time.perf_counter()
-            try:
-                connection.request(method, path, body=payload, headers=request_headers)
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection(host, int(port), timeout=60)
-                status = 0
-            elapsed = (time.perf_counter() - started) * 1000
+            connection, status, elapsed = _timed_request(connection, host, int(port), headers, *work[index])
             with lock:
                 latencies.append(elapsed)
                 statuses[status] += 1

@@ -55,7 +55,7 @@ def read_queries(path: Path, n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(queries, n)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("--state-dir", default="/tmp/state-search-bench")
@@ -64,10 +64,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=50, help="fine-tune steps of the search task")
     parser.add_argument("--ranker-queries", type=int, default=1500)
     parser.add_argument("--port", type=int, default=8731)
-    args = parser.parse_args()
-    env = {"BACKBONE_TORCH_THREADS": "1"}
+    return parser.parse_args()
 
-    started = time.monotonic()
+
+def prepare_and_train(args: argparse.Namespace, env: dict[str, str]) -> str:
+    """Import Home Depot into the state folder, give it prices and stock, and train search there."""
     prepare_state(args.state_dir, ["homedepot"], args.data_dir)
     setup = subprocess.run(
         [PYTHON, "manage.py", "shell", "-c", SETUP], cwd=REPO_ROOT, env=_env(args.state_dir, env),
@@ -75,21 +76,22 @@ def main() -> None:
     )  # fmt: skip
     if setup.returncode != 0:
         raise SystemExit(setup.stderr[-3000:])
-    trained = manage(
+    return manage(
         args.state_dir, "train", "search", "--inline",
         "--set", f"search_max_steps={args.train_steps}",
         "--set", f"search_ranker_queries={args.ranker_queries}",
         env=env,
     ).strip()  # fmt: skip
-    setup_seconds = round(time.monotonic() - started, 1)
 
-    queries = read_queries(Path(args.data_dir) / "homedepot_search" / "queries.csv", args.queries, seed=3)
+
+def request_kinds(queries: list[str]) -> dict[str, list[str]]:
+    """The three request shapes measured: plain, filtered (price range, in stock) and faceted."""
     rng = random.Random(5)
 
     def path(query: str, **extra: str) -> str:
         return "/api/v1/search?" + urllib.parse.urlencode({"q": query, **extra})
 
-    kinds = {
+    return {
         "plain": [path(q, facets="false") for q in queries],
         "filtered": [
             path(q, facets="false", min_price=str(low), max_price=str(low + 100), in_stock="true")
@@ -97,11 +99,15 @@ def main() -> None:
         ],
         "faceted": [path(q) for q in queries],
     }
+
+
+def measure(args: argparse.Namespace, kinds: dict[str, list[str]], env: dict[str, str]) -> tuple[dict, float]:
+    """Load-test each kind in hybrid and lexical mode against one server; return results and peak RSS."""
     results: dict[str, dict] = {}
     with serve(args.state_dir, args.port, workers=2, env=env) as server:
         headers = {"X-Api-Key": server.storefront_key}
         # Warm up each worker: load the encoder, the ranker and the vocabulary.
-        load_test(server.base_url, [("GET", path(q), None) for q in queries[:40]], headers, concurrency=8)
+        load_test(server.base_url, [("GET", p, None) for p in kinds["faceted"][:40]], headers, concurrency=8)
         for kind, paths in kinds.items():
             for mode in ("hybrid", "lexical"):
                 suffix = "" if mode == "hybrid" else "&mode=lexical"
@@ -109,40 +115,41 @@ def main() -> None:
                 results[f"{kind}/{mode}"] = load_test(
                     server.base_url, requests, headers, concurrency=8, repeats=args.repeats
                 )
-        peak = peak_rss_mb(server.pids())
+        return results, peak_rss_mb(server.pids())
 
+
+def main() -> None:
+    args = parse_args()
+    env = {"BACKBONE_TORCH_THREADS": "1"}
+    started = time.monotonic()
+    trained = prepare_and_train(args, env)
+    setup_seconds = round(time.monotonic() - started, 1)
+    queries = read_queries(Path(args.data_dir) / "homedepot_search" / "queries.csv", args.queries, seed=3)
+    kinds = request_kinds(queries)
+    results, peak = measure(args, kinds, env)
     ratios = {
         kind: {
-            "p50_hybrid_over_lexical": round(
-                results[f"{kind}/hybrid"]["p50_ms"] / results[f"{kind}/lexical"]["p50_ms"], 2
-            ),
-            "p99_hybrid_over_lexical": round(
-                results[f"{kind}/hybrid"]["p99_ms"] / results[f"{kind}/lexical"]["p99_ms"], 2
-            ),
+            f"{q}_hybrid_over_lexical": round(
+                results[f"{kind}/hybrid"][f"{q}_ms"] / results[f"{kind}/lexical"][f"{q}_ms"], 2
+            )
+            for q in ("p50", "p99")
         }
         for kind in kinds
     }
-    print(
-        json.dumps(
-            {
-                "bench": "search",
-                "products": 54667,
-                "concurrency": 8,
-                "server": "gunicorn config.wsgi, 2 workers x 4 threads, BACKBONE_TORCH_THREADS=1",
-                "queries": args.queries,
-                "repeats": args.repeats,
-                "trained": trained,
-                "setup_seconds": setup_seconds,
-                "results": results,
-                "ratios": ratios,
-                "peak_rss_mb": {
-                    "server": peak,
-                    "bench": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                },
-            },
-            indent=2,
-        )
-    )
+    report = {
+        "bench": "search",
+        "products": 54667,
+        "concurrency": 8,
+        "server": "gunicorn config.wsgi, 2 workers x 4 threads, BACKBONE_TORCH_THREADS=1",
+        "queries": args.queries,
+        "repeats": args.repeats,
+        "trained": trained,
+        "setup_seconds": setup_seconds,
+        "results": results,
+        "ratios": ratios,
+        "peak_rss_mb": {"server": peak, "bench": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ _VOCABULARY: dict[str, Any] = {"loaded_at": -1e9, "corrector": None, "stats": No
 _VOCABULARY_LOCK = threading.Lock()
 
 
+def reset_vocabulary() -> None:
+    """Forget the per-process catalogue vocabulary: the next search reloads it (tests; after a bulk import)."""
+    with _VOCABULARY_LOCK:
+        _VOCABULARY.update(loaded_at=-1e9, corrector=None, stats=None)
+
+
 def catalogue_vocabulary(*, refresh: bool = False) -> tuple[ml.QueryCorrector, ml.LexiconStats]:
     """Return the query corrector (title words) and the title-lexeme statistics of the live catalogue.
 

@@ -31,6 +31,7 @@ from search.retrieval import (
     SearchFilters,
     catalogue_vocabulary,
     correct_query,
+    reset_vocabulary,
     retrieve,
 )
 
@@ -76,6 +77,13 @@ class SearchResult:
 
 _LOADED_RANKERS: dict[int, ml.Ranker | None] = {}
 _RANKER_LOCK = threading.Lock()
+
+
+def reset_caches() -> None:
+    """Forget the per-process vocabulary and loaded rankers (tests; after swapping model files)."""
+    reset_vocabulary()
+    with _RANKER_LOCK:
+        _LOADED_RANKERS.clear()
 
 
 def serving_ranker(version) -> ml.Ranker | None:

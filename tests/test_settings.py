@@ -57,3 +57,12 @@ def test_each_task_goes_to_its_queue(task, queue):
     from config.celery import app
 
     assert app.amqp.router.route({}, task)["queue"].name == queue
+
+
+def test_every_requirement_has_an_upper_bound():
+    """A fresh install resolves what the tests ran with: each requirement is pinned or bounded above."""
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-r"):
+                assert "==" in line or "<" in line, f"{name}: {line} has no upper bound"

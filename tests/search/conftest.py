@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalog.services import embed_products
-from search import retrieval, services
+from search import services
 from tests.factories import ProductFactory
 
 TITLES = [
@@ -23,11 +23,9 @@ TITLES = [
 @pytest.fixture(autouse=True)
 def fresh_vocabulary():
     """Each test sees its own catalogue: drop the per-process vocabulary and loaded rankers."""
-    retrieval._VOCABULARY["loaded_at"] = -1e9
-    services._LOADED_RANKERS.clear()
+    services.reset_caches()
     yield
-    retrieval._VOCABULARY["loaded_at"] = -1e9
-    services._LOADED_RANKERS.clear()
+    services.reset_caches()
 
 
 @pytest.fixture
