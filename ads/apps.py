@@ -8,13 +8,21 @@ class AdsConfig(AppConfig):
     verbose_name = "Ads"
 
     def ready(self) -> None:
-        from ads import evaluation, services
+        from ads import datasets, evaluation, services
         from ads.embeddings import ad_index
         from ads.importers import import_ipinyou
         from backbone import registry
         from catalog import importers
 
         importers.register("ipinyou", import_ipinyou)
+        registry.register_splitter(
+            "movielens_ctr",
+            datasets.split_movielens,
+            rule="each user's latest 3 ratings (ignores --test-fraction, --seed)",
+        )
+        registry.register_splitter(
+            "ipinyou", datasets.split_ipinyou, rule="the last share of the rows in file order (ignores --seed)"
+        )
         registry.register_evaluator("ads", evaluation.DATASETS, evaluation.run)
         registry.register_index(ad_index)  # creatives are re-embedded when a backbone version is activated
         registry.register_task("ads_ctr", services.build_text_training_task)

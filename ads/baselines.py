@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import log_loss
 
-from ads.ml import CtrData, FieldSpec, Vocabulary, field_values
+from ads.data import CtrData, FieldSpec, Vocabulary, field_values
 
 logger = logging.getLogger(__name__)
 

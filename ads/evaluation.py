@@ -43,8 +43,11 @@ import torch
 from django.conf import settings
 
 from ads.baselines import fit_hashed_logistic, fit_lightgbm
+from ads.data import CtrData
+from ads.datasets import latest_per_user
 from ads.importers import FIELDS as IPINYOU_FIELDS
-from ads.ml import RECIPE_KEYS, CtrData, CtrModel, bootstrap_auc, ctr_metrics, fit_ctr_model
+from ads.metrics import bootstrap_auc, ctr_metrics
+from ads.ml import RECIPE_KEYS, CtrModel, fit_ctr_model
 
 DATASETS = ("ipinyou", "movielens_ctr")
 CLICK_RATING = 4.0
@@ -61,9 +64,9 @@ MOVIELENS_FIELDS = [
 YEAR = re.compile(r"\((\d{4})\)\s*$")  # "Heat (1995)"
 VAL_PER_USER = 5
 # The recipe's parameters for iPinYou, picked on a dev split carved from the outer train folder
-# (split_ads_dataset ipinyou --data-dir <outer>/train) by dev-test AUC: fold rare IPs, domains and
+# (split_dataset ipinyou --data-dir <outer>/train) by dev-test AUC: fold rare IPs, domains and
 # slots into one value and regularise the embeddings hard. Every bootstrap interval there is
-# about +-0.1 wide, so this pick is weak evidence.
+# about +-0.1 wide, so this pick is weak evidence. The figures: bench/reports/ads-tuning.md.
 IPINYOU_PARAMETERS = {
     "min_count": 20,
     "dim": 8,
@@ -124,20 +127,6 @@ def movielens_rows(ratings: list[dict[str, str]], titles: dict[str, str], genres
         for r in ratings
     ]
     return rows, np.asarray([1.0 if float(r["rating"]) >= CLICK_RATING else 0.0 for r in ratings])
-
-
-def latest_per_user(ratings: list[dict[str, str]], k: int) -> tuple[list[int], list[int]]:
-    """Split indices into (earlier, latest ``k`` of each user by timestamp, ties by larger movieId)."""
-    by_user: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(ratings):
-        by_user[r["userId"]].append(i)
-    early, late = [], []
-    for idx in by_user.values():
-        idx.sort(key=lambda i: (int(ratings[i]["timestamp"]), int(ratings[i]["movieId"])))
-        cut = len(idx) - k if len(idx) > k else len(idx)
-        early.extend(idx[:cut])
-        late.extend(idx[cut:])
-    return sorted(early), sorted(late)
 
 
 def embed_texts(texts: list[str], options: dict[str, Any]) -> tuple[np.ndarray, str]:
@@ -308,61 +297,3 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
     if dataset == "ipinyou":
         return run_ipinyou(Path(train_dir), Path(test_dir), options)
     raise ValueError(f"unknown dataset {dataset!r}")
-
-
-# --- dev splits ------------------------------------------------------------------------------
-
-
-def write_csv(path: Path, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def split_movielens(source: Path, out: Path, *, per_user: int = 3) -> dict[str, int]:
-    """Carve a dev split: each user's latest ``per_user`` ratings -> ``out/test/ratings.csv``.
-
-    ``out/train`` gets the other ratings, ``movies.csv`` and the tags that do not reveal a
-    held-out rating (tags on a held-out pair, or by that user at or after their first held-out rating).
-    """
-    columns = ["userId", "movieId", "rating", "timestamp"]
-    ratings = read_rows(source / "ratings.csv", columns)
-    early, late = latest_per_user(ratings, per_user)
-    held = [ratings[i] for i in late]
-    write_csv(out / "train" / "ratings.csv", columns, [ratings[i] for i in early])
-    write_csv(out / "test" / "ratings.csv", columns, held)
-    movies = read_rows(source / "movies.csv", ["movieId", "title", "genres"])
-    write_csv(out / "train" / "movies.csv", ["movieId", "title", "genres"], movies)
-    pairs = {(r["userId"], r["movieId"]) for r in held}
-    first_held: dict[str, int] = {}
-    for r in held:
-        first_held[r["userId"]] = min(first_held.get(r["userId"], 1 << 62), int(r["timestamp"]))
-    tag_columns = ["userId", "movieId", "tag", "timestamp"]
-    tags = read_rows(source / "tags.csv", tag_columns)
-    kept = [
-        t
-        for t in tags
-        if (t["userId"], t["movieId"]) not in pairs and int(t["timestamp"]) < first_held.get(t["userId"], 1 << 62)
-    ]
-    write_csv(out / "train" / "tags.csv", tag_columns, kept)
-    return {
-        "train_ratings": len(early),
-        "test_ratings": len(held),
-        "tags_kept": len(kept),
-        "tags_dropped": len(tags) - len(kept),
-    }
-
-
-def split_ipinyou(source: Path, out: Path, *, fraction: float = 0.2) -> dict[str, int]:
-    """Carve a dev split: the last ``fraction`` of rows in file order -> ``out/test/impressions.csv``."""
-    path = source / "impressions.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
-    cut = int(len(rows) * (1 - fraction))
-    write_csv(out / "train" / "impressions.csv", columns, rows[:cut])
-    write_csv(out / "test" / "impressions.csv", columns, rows[cut:])
-    return {"train_rows": cut, "test_rows": len(rows) - cut, "test_clicks": sum(r["click"] == "1" for r in rows[cut:])}

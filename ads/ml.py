@@ -7,6 +7,10 @@ the query). :func:`fit_ctr_model` is the recipe; :class:`CtrModel` (``fit / pred
 predict_candidates / save / load``) is what it returns and what serving loads: a small ensemble
 of DeepFM networks that also read the customer's taste profiles (:class:`TasteProfiles`), with
 Platt scaling fitted on a validation split that the networks never trained on.
+
+The rows and their encoding are in :mod:`ads.data`, the taste profiles in :mod:`ads.tastes`, the
+networks and their inputs in :mod:`ads.network`, the metrics in :mod:`ads.metrics`; the names that
+callers outside the app use are importable from here too.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import dataclasses
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,111 +27,29 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from scipy import sparse, stats
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from ads.network import DeepFM, PackedDeepFM
+from ads.data import CtrData, FieldSpec, Vocabulary
+from ads.metrics import bootstrap_auc, ctr_metrics
+from ads.network import DeepFM, Inputs, PackedDeepFM, slot_cosine, tensor
+from ads.tastes import TasteProfiles, out_of_fold_tastes
 
-UNKNOWN = 0  # index of unseen / rare values in every field vocabulary
+__all__ = [
+    "PROFILE_FIELD",
+    "RECIPE_KEYS",
+    "CtrConfig",
+    "CtrData",
+    "CtrModel",
+    "Platt",
+    "TasteProfiles",
+    "bootstrap_auc",
+    "ctr_metrics",
+    "fit_ctr_model",
+    "out_of_fold_tastes",
+]
+
 PROFILE_FIELD = "customer"  # the field whose taste profiles the recipe adds, when the rows have it
-
-
-# --- encoding -------------------------------------------------------------------------------
-
-
-@dataclass
-class FieldSpec:
-    """One input field: ``cat`` (one value per row), ``bag`` (a list of values per row), or ``cross``: the
-    pairs ``x|y`` of the values of the two fields ``of`` (e.g. customer x genre), a bag of their own."""
-
-    name: str
-    kind: str = "cat"
-    max_len: int = 8
-    of: tuple[str, str] | list[str] | None = None
-
-    @property
-    def is_bag(self) -> bool:
-        return self.kind in ("bag", "cross")
-
-
-def as_list(value: Any) -> list[str]:
-    """A field's value as a list: a bag as it is, one value as [value], nothing as []."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [] if value is None or value == "" else [value]
-
-
-def field_values(row: dict[str, Any], spec: FieldSpec) -> list[str]:
-    """The values of ``spec`` in one row (a cross's are built from its two fields)."""
-    if spec.kind == "cross":
-        a, b = spec.of
-        return [f"{x}|{y}" for x in as_list(row.get(a)) for y in as_list(row.get(b))]
-    return as_list(row.get(spec.name)) if spec.is_bag else [row.get(spec.name)]
-
-
-class Vocabulary:
-    """Value -> index per field; values seen fewer than ``min_count`` times map to UNKNOWN."""
-
-    def __init__(self, fields: Sequence[FieldSpec], index: dict[str, dict[str, int]] | None = None):
-        self.fields = list(fields)
-        self.index = index or {f.name: {} for f in self.fields}
-
-    @classmethod
-    def build(cls, fields: Sequence[FieldSpec], rows: Sequence[dict[str, Any]], min_count: int = 1) -> Vocabulary:
-        """Count values in ``rows`` and give each frequent one an index starting at 1."""
-        index = {}
-        for spec in fields:
-            counts = Counter(v for row in rows for v in field_values(row, spec) if v is not None)
-            frequent = sorted(v for v, c in counts.items() if c >= min_count)
-            index[spec.name] = {v: i + 1 for i, v in enumerate(frequent)}
-        return cls(fields, index)
-
-    def sizes(self) -> dict[str, int]:
-        """Rows of each field's embedding table (its values plus UNKNOWN)."""
-        return {name: len(values) + 1 for name, values in self.index.items()}
-
-    def encode_field(self, spec: FieldSpec, rows: Sequence[dict[str, Any]]) -> np.ndarray:
-        """One field as an int64 array: (n,) for a ``cat`` field, (n, max_len) for bags and crosses."""
-        lookup = self.index[spec.name]
-        if not spec.is_bag:
-            return np.fromiter((lookup.get(row.get(spec.name), UNKNOWN) for row in rows), np.int64, len(rows))
-        arr = np.zeros((len(rows), spec.max_len), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids = [x for x in (lookup.get(v, UNKNOWN) for v in field_values(row, spec)) if x != UNKNOWN]
-            arr[i, : min(len(ids), spec.max_len)] = ids[: spec.max_len]
-        return arr
-
-    def encode(self, rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Return per field an int64 array: (n,) for ``cat`` fields, (n, max_len) for bags and crosses."""
-        return {spec.name: self.encode_field(spec, rows) for spec in self.fields}
-
-    def encode_candidates(self, shared: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Like :meth:`encode` for rows that all carry the ``shared`` values: a field that only reads
-        shared values is looked up once and returned as one row, (1,) or (1, max_len), for all."""
-        out: dict[str, np.ndarray] = {}
-        for spec in self.fields:
-            reads = spec.of if spec.kind == "cross" else (spec.name,)
-            if all(name in shared for name in reads):
-                out[spec.name] = self.encode_field(spec, [shared])
-            elif spec.kind == "cross":
-                out[spec.name] = self.encode_cross(spec, shared, rows)
-            else:
-                out[spec.name] = self.encode_field(spec, rows)
-        return out
-
-    def encode_cross(self, spec: FieldSpec, shared: dict[str, Any], rows: Sequence[dict[str, Any]]) -> np.ndarray:
-        """A cross of a shared field and a candidate field, encoded once per distinct candidate value."""
-        side = [name for name in spec.of if name not in shared]
-        bags = {f.name for f in self.fields if f.is_bag}
-        if len(side) != 1 or side[0] in bags:
-            return self.encode_field(spec, [{**shared, **row} for row in rows])
-        name, first = side[0], {}
-        inverse = np.fromiter((first.setdefault(row.get(name), len(first)) for row in rows), np.int64, len(rows))
-        return self.encode_field(spec, [{**shared, name: value} for value in first])[inverse]
-
-
-# --- calibration and metrics ----------------------------------------------------------------
 
 
 @dataclass
@@ -160,149 +81,10 @@ class Platt:
         return 1.0 / (1.0 + np.exp(-(self.a * np.asarray(logits, dtype=np.float64) + self.b)))
 
 
-def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """AUC, log loss and calibration ratio (mean predicted CTR / observed CTR)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    both = 0 < labels.sum() < len(labels)
-    return {
-        "auc": round(float(roc_auc_score(labels, probs)), 4) if both else float("nan"),
-        "log_loss": round(float(log_loss(labels, probs, labels=[0, 1])), 4),
-        "calibration_ratio": round(float(probs.mean() / max(labels.mean(), 1e-12)), 4),
-        "mean_pctr": round(float(probs.mean()), 5),
-        "observed_ctr": round(float(labels.mean()), 5),
-    }
-
-
-def bootstrap_auc(labels: np.ndarray, probs: np.ndarray, *, rounds: int = 1000, seed: int = 7) -> dict[str, float]:
-    """Percentile bootstrap 95% interval of the AUC (``scipy.stats.bootstrap``, resampling rows in pairs)."""
-
-    def auc(y: np.ndarray, p: np.ndarray) -> float:
-        return roc_auc_score(y, p) if 0 < y.sum() < len(y) else np.nan  # a resample with one class has no AUC
-
-    result = stats.bootstrap(
-        (np.asarray(labels), np.asarray(probs)),
-        auc,
-        paired=True,
-        vectorized=False,
-        n_resamples=rounds,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return {
-        "auc_ci95_low": round(float(result.confidence_interval.low), 4),
-        "auc_ci95_high": round(float(result.confidence_interval.high), 4),
-        "bootstrap_rounds": int(np.isfinite(result.bootstrap_distribution).sum()),
-    }
-
-
-# --- data and taste profiles ----------------------------------------------------------------
-
-
-@dataclass
-class CtrData:
-    """Impressions: field specs, rows, click labels, and per text slot the row -> text index and the text
-    embedding matrix (slot 0: the ad creative; then context texts). Train and validation data are
-    subsets of one CtrData, so they share the text matrices."""
-
-    fields: list[dict[str, Any]]
-    rows: list[dict[str, Any]]
-    labels: np.ndarray | None = None
-    text_ids: list[np.ndarray] = field(default_factory=list)
-    text_vectors: list[np.ndarray] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def subset(self, idx: np.ndarray) -> CtrData:
-        """The rows at ``idx`` (same fields and text matrices)."""
-        return CtrData(
-            fields=self.fields,
-            rows=[self.rows[i] for i in idx],
-            labels=None if self.labels is None else self.labels[idx],
-            text_ids=[t[idx] for t in self.text_ids],
-            text_vectors=self.text_vectors,
-        )
-
-    def without_text(self) -> CtrData:
-        """The same rows with no text slots (the ablation that shows what the backbone adds)."""
-        return CtrData(fields=self.fields, rows=self.rows, labels=self.labels)
-
-    def keys(self, name: str) -> np.ndarray:
-        """The values of field ``name`` as an object array ("" where missing)."""
-        return np.asarray([row.get(name) or "" for row in self.rows], dtype=object)
-
-
-def normalised(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norm, 1e-9)).astype(np.float32)
-
-
-def taste_means(groups: np.ndarray, n_groups: int, ids: np.ndarray, matrix: np.ndarray, mask: np.ndarray):
-    """Per group: the sum of ``matrix[ids]`` over the rows in ``mask`` ((n_groups, dim), one sparse product)."""
-    counts = sparse.csr_matrix(
-        (np.ones(int(mask.sum()), dtype=np.float32), (groups[mask], ids[mask])), shape=(n_groups, len(matrix))
-    )
-    return np.asarray(counts @ matrix, dtype=np.float32)
-
-
-class TasteProfiles:
-    """Each customer's taste: the unit-length mean creative embedding of what they clicked, and of what they
-    did not. ``liked`` and ``disliked`` have one row per key plus a last zero row for unknown customers."""
-
-    def __init__(self, keys: list[str], liked: np.ndarray, disliked: np.ndarray):
-        self.keys = list(keys)
-        self.position = {k: i for i, k in enumerate(self.keys)}
-        self.liked, self.disliked = liked, disliked
-
-    @classmethod
-    def build(cls, keys: np.ndarray, ids: np.ndarray, matrix: np.ndarray, labels: np.ndarray) -> TasteProfiles:
-        """From each row's customer key ("" = anonymous, left out), creative index into ``matrix`` and click."""
-        known = sorted({k for k in keys if k})
-        position = {k: i for i, k in enumerate(known)}
-        groups = np.fromiter((position.get(k, len(known)) for k in keys), dtype=np.int64, count=len(keys))
-        clicked = np.asarray(labels) > 0.5
-        liked = taste_means(groups, len(known) + 1, ids, matrix, clicked)
-        disliked = taste_means(groups, len(known) + 1, ids, matrix, ~clicked)
-        liked[-1] = disliked[-1] = 0.0  # the anonymous rows' sums: unknown customers read zeros
-        return cls(known, normalised(liked), normalised(disliked))
-
-    def index(self, keys: Sequence[str]) -> np.ndarray:
-        """Row of each key in ``liked`` / ``disliked`` (the zero row for an unknown one)."""
-        return np.fromiter((self.position.get(k, len(self.keys)) for k in keys), dtype=np.int64, count=len(keys))
-
-
-def out_of_fold_tastes(data: CtrData, field_name: str, folds: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Taste profiles of training rows, each from the customer's rows in the other ``folds`` - 1 folds.
-
-    Returns (liked matrix, disliked matrix, row -> matrix row). A row's profile never depends on its own
-    label, not even through which rows share it (as it would with leave-one-out, which a network that
-    also sees the customer id can memorise). One matrix row per (customer, fold) present.
-    """
-    keys, ids, matrix = data.keys(field_name), data.text_ids[0], data.text_vectors[0]
-    fold = np.random.default_rng(seed).integers(0, folds, len(keys))
-    known = sorted({k for k in keys if k})
-    position = {k: i for i, k in enumerate(known)}
-    customer = np.fromiter((position.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-    pairs, pair = np.unique(np.where(customer >= 0, customer * folds + fold, -1), return_inverse=True)
-    clicked = np.asarray(data.labels) > 0.5
-    out = []
-    for mask in (clicked, ~clicked):
-        whole = taste_means(np.maximum(customer, 0), len(known) + 1, ids, matrix, mask & (customer >= 0))
-        own = taste_means(pair, len(pairs), ids, matrix, mask)
-        others = whole[np.maximum(pairs, 0) // folds] - own  # the customer's rows outside the pair's fold
-        others[pairs < 0] = 0.0  # anonymous rows
-        out.append(normalised(others))
-    return out[0], out[1], pair.astype(np.int64)
-
-
-# --- the model ------------------------------------------------------------------------------
-
-
 @dataclass
 class CtrConfig:
-    """Hyper-parameters of :class:`CtrModel`; the defaults are the recipe (picked on the MovieLens dev split)."""
+    """Hyper-parameters of :class:`CtrModel`; the defaults are the recipe, picked on the MovieLens dev split
+    (the figures: ``bench/reports/ads-tuning.md``)."""
 
     fields: list[dict[str, Any]] = field(default_factory=list)
     text_slots: int = 0  # text inputs per row: the ad creative first, then context texts
@@ -359,46 +141,6 @@ def fit_ctr_model(
         if key in RECIPE_KEYS:
             setattr(config, key, value)
     return CtrModel(config).fit(train, val, progress=progress)
-
-
-@dataclass
-class Inputs:
-    """What the networks read for ``n`` rows: field value indices, text slots and dense features.
-
-    A text slot is (matrix, ids): row i reads ``matrix[ids[i]]``; with ids None the matrix is
-    row-aligned, or a single row that every row shares (a request's context, a customer's taste).
-    A field tensor, too, is row-aligned or a single row for all (a request's shared fields).
-    """
-
-    n: int
-    fields: dict[str, torch.Tensor]
-    texts: list[tuple[torch.Tensor, torch.Tensor | None]]
-    dense: torch.Tensor | None = None
-
-    def batch(self, idx) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
-        """The network arguments of the rows ``idx`` (a slice or an index tensor)."""
-        texts = [matrix[ids[idx]] if ids is not None else rows(matrix, idx) for matrix, ids in self.texts]
-        dense = None if self.dense is None else self.dense[idx]
-        return {k: rows(v, idx) for k, v in self.fields.items()}, texts, dense
-
-
-def rows(x: torch.Tensor, idx) -> torch.Tensor:
-    """The rows ``idx`` of a row-aligned tensor; a single row shared by every row as it is."""
-    return x if x.shape[0] == 1 else x[idx]
-
-
-def tensor(x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
-
-
-def slot_cosine(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None], n: int):
-    """Per row, the dot product of the two text slots' vectors (unit vectors: their cosine), in chunks."""
-    pair = Inputs(n=n, fields={}, texts=[a, b])
-    out = torch.zeros(n)
-    for s in range(0, n, 8192):
-        x, y = pair.batch(slice(s, s + 8192))[1]
-        out[s : s + 8192] = (x * y).sum(1)
-    return out
 
 
 class CtrModel:

@@ -1,4 +1,5 @@
-"""The pCTR networks, plain PyTorch: one DeepFM, and an ensemble of them packed into one set of tensors.
+"""The pCTR networks, plain PyTorch: one DeepFM, an ensemble of them packed into one set of tensors,
+and :class:`Inputs`, what they read for a set of rows.
 
 Inputs are dicts of field value indices (0 = padding / unknown) plus text embeddings and dense
 features; an input with a single row (a request's shared fields, its context, the customer's
@@ -8,7 +9,9 @@ taste) is embedded or projected once and repeated for every candidate.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -192,3 +195,43 @@ class PackedDeepFM(nn.Module):
         for weight, bias in self.mlp[1:]:
             h = torch.baddbmm(bias.unsqueeze(1), torch.relu(h), weight)
         return (first + fm + h.squeeze(-1).T).expand(n, -1).mean(1)
+
+
+@dataclass
+class Inputs:
+    """What the networks read for ``n`` rows: field value indices, text slots and dense features.
+
+    A text slot is (matrix, ids): row i reads ``matrix[ids[i]]``; with ids None the matrix is
+    row-aligned, or a single row that every row shares (a request's context, a customer's taste).
+    A field tensor, too, is row-aligned or a single row for all (a request's shared fields).
+    """
+
+    n: int
+    fields: dict[str, torch.Tensor]
+    texts: list[tuple[torch.Tensor, torch.Tensor | None]]
+    dense: torch.Tensor | None = None
+
+    def batch(self, idx) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """The network arguments of the rows ``idx`` (a slice or an index tensor)."""
+        texts = [matrix[ids[idx]] if ids is not None else rows(matrix, idx) for matrix, ids in self.texts]
+        dense = None if self.dense is None else self.dense[idx]
+        return {k: rows(v, idx) for k, v in self.fields.items()}, texts, dense
+
+
+def rows(x: torch.Tensor, idx) -> torch.Tensor:
+    """The rows ``idx`` of a row-aligned tensor; a single row shared by every row as it is."""
+    return x if x.shape[0] == 1 else x[idx]
+
+
+def tensor(x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+
+
+def slot_cosine(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None], n: int):
+    """Per row, the dot product of the two text slots' vectors (unit vectors: their cosine), in chunks."""
+    pair = Inputs(n=n, fields={}, texts=[a, b])
+    out = torch.zeros(n)
+    for s in range(0, n, 8192):
+        x, y = pair.batch(slice(s, s + 8192))[1]
+        out[s : s + 8192] = (x * y).sum(1)
+    return out

@@ -31,7 +31,9 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from ads.ml import CtrConfig, CtrData, CtrModel, ctr_metrics, fit_ctr_model
+from ads.data import CtrData
+from ads.metrics import ctr_metrics
+from ads.ml import CtrConfig, CtrModel, fit_ctr_model
 from ads.models import Ad, AdSlot, Campaign, CampaignSpend, CtrModelVersion, ServedImpression
 from backbone import lifecycle
 

@@ -174,7 +174,7 @@ class MultiTaskTrainer:
             head.train()
         history: list[dict[str, float]] = []
         running: dict[str, float] = {}
-        report_every = max(1, len(schedule) // 50)
+        report_every, reported = max(1, len(schedule) // 50), time.monotonic()
         for step, (name, batch) in enumerate(schedule):
             if self.should_stop():
                 raise TrainingCancelled(f"cancelled at step {step} of {len(schedule)}")
@@ -188,6 +188,8 @@ class MultiTaskTrainer:
             running[name] = 0.9 * running.get(name, value) + 0.1 * value
             if (step + 1) % report_every == 0 or step + 1 == len(schedule):
                 history.append({"step": step + 1, **{f"loss_{k}": round(v, 4) for k, v in running.items()}})
+            if (step + 1) % report_every == 0 or step + 1 == len(schedule) or time.monotonic() - reported > 30:
+                reported = time.monotonic()  # at least every 30 s, so a slow machine still shows progress
                 losses = ", ".join(f"{k} loss {v:.3f}" for k, v in running.items())
                 self.progress(0.05 + 0.9 * (step + 1) / len(schedule), f"step {step + 1}/{len(schedule)}: {losses}")
         return history

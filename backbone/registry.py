@@ -4,19 +4,22 @@ Apps register in their ``AppConfig.ready``:
 - training tasks: a factory that builds a :class:`~backbone.multitask.TrainingTask` from the database;
 - embedding indexes: what must be re-embedded when a version is activated;
 - evaluators: ``manage.py evaluate TASK``;
-- app trainers: what ``manage.py train APP`` trains for each app (:class:`AppTrainer`).
+- app trainers: what ``manage.py train APP`` trains for each app (:class:`AppTrainer`);
+- splitters: ``manage.py split_dataset NAME`` (:class:`Splitter`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 TASK_FACTORIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {}
 EMBEDDING_INDEXES: dict[str, EmbeddingIndex] = {}
 APP_TRAINERS: dict[str, AppTrainer] = {}
+SPLITTERS: dict[str, Splitter] = {}
 
 
 class EmbeddingIndex(Protocol):
@@ -45,6 +48,21 @@ class Evaluator:
     task: str
     datasets: tuple[str, ...]
     run: Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """How ``manage.py split_dataset NAME`` carves ``OUT/train`` and ``OUT/test`` out of a dataset folder.
+
+    ``split(data_dir, out, test_fraction, seed)`` writes both sides (each laid out like the dataset
+    folder) and returns a JSON-serialisable summary; it raises ``ValueError`` or
+    ``catalog.importers.DatasetError`` on unusable input. ``rule``: one line for the command's help
+    saying what is held out (and which of ``test_fraction``/``seed`` it ignores).
+    """
+
+    name: str
+    split: Callable[[Path, Path, float, int], dict[str, Any]]
+    rule: str
 
 
 @dataclass(frozen=True)
@@ -90,3 +108,8 @@ def register_index(index: EmbeddingIndex) -> None:
 def register_evaluator(task: str, datasets: tuple[str, ...], run: Callable[..., dict[str, Any]]) -> None:
     """Register ``manage.py evaluate TASK``: ``run(dataset=, train_dir=, test_dir=, options=)``."""
     EVALUATORS[task] = Evaluator(task, datasets, run)
+
+
+def register_splitter(name: str, split: Callable[[Path, Path, float, int], dict[str, Any]], *, rule: str) -> None:
+    """Register ``manage.py split_dataset NAME``: ``split(data_dir, out, test_fraction, seed) -> summary``."""
+    SPLITTERS[name] = Splitter(name, split, rule)

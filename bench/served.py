@@ -5,8 +5,8 @@
         [--online-retail SPLIT/test --online-retail-train SPLIT/train] [--intents SPLIT/test/test.csv] \\
         [--limit N] [--seed 7]
 
-The platform is one that imported the *train* side of each split (``manage.py split_* ...``) and ran
-``manage.py train``. Prints one JSON object:
+The platform is one that imported the *train* side of each split (``manage.py split_dataset NAME
+...``) and ran ``manage.py train``. Prints one JSON object:
 
 - search: NDCG@10 of ``GET /api/v1/search?q=&page_size=10`` (gain 2^(rel-1)-1, unjudged 0), of a
   tantivy BM25 (``en_stem``) over the same titles in this run, their ratio, and NDCG@10 with one
@@ -175,24 +175,33 @@ def measure_recommend(api: Api, dataset: str, test: Path, train: Path, limit: in
 
 
 def measure_chat(api: Api, path: Path, limit: int | None, seed: int) -> dict:
-    """Accuracy and 15-bin ECE of the served intents (label ``oos`` or empty = out of scope)."""
+    """Accuracy and 15-bin ECE of the served intents (label ``oos`` or empty = out of scope), with
+    in-scope accuracy and out-of-scope recall when the file has out-of-scope rows (CLINC150)."""
     rows = read_csv(path)
     random.Random(seed).shuffle(rows)
     rows = rows[:limit] if limit else rows
     label_key = "category" if "category" in rows[0] else "intent"
-    confidences, correct = [], []
+    confidences, correct, truths = [], [], []
     for i, row in enumerate(rows):
         answer = api.call("/api/v1/chat/messages", {"text": row["text"], "session": f"served-{i}"})
         truth = row[label_key] if row[label_key] not in ("oos", "") else None
         confidences.append(answer["confidence"])
         correct.append(answer["intent"] == truth)
+        truths.append(truth)
     bins = [[] for _ in range(15)]
     for conf, ok in zip(confidences, correct):
         bins[min(14, int(conf * 15))].append((conf, ok))
     ece = sum(
         len(b) / len(rows) * abs(sum(c for c, _ in b) / len(b) - sum(o for _, o in b) / len(b)) for b in bins if b
     )
-    return {"n": len(rows), "accuracy": round(sum(correct) / len(rows), 4), "ece": round(ece, 4)}
+    report = {"n": len(rows), "accuracy": round(sum(correct) / len(rows), 4), "ece": round(ece, 4)}
+    oos = [ok for ok, truth in zip(correct, truths) if truth is None]
+    if oos:
+        in_scope = [ok for ok, truth in zip(correct, truths) if truth is not None]
+        report.update(
+            in_scope_accuracy=round(sum(in_scope) / len(in_scope), 4), oos_recall=round(sum(oos) / len(oos), 4)
+        )
+    return report
 
 
 def main() -> None:

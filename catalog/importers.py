@@ -83,6 +83,26 @@ def decoded_lines(path: Path, lines: Iterator[bytes]) -> Iterator[str]:
             raise DatasetError(path, number, f"not UTF-8 ({exc.reason} at byte {exc.start} of the line)") from None
 
 
+def read_csv_table(path: Path, required: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Return (header, rows) of a whole UTF-8 CSV file, checked as :func:`read_csv` checks it.
+
+    For code that rewrites a file whole in its own column order (the dataset splitters).
+    """
+    rows = [row for _, row in read_csv(path, required, ImportOptions(progress=False))]
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), [])
+    return header, rows
+
+
+def write_csv_table(path: Path, header: list[str], rows: Iterable[dict[str, str]]) -> None:
+    """Write ``rows`` as a UTF-8 CSV with columns ``header``, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def parse_field(path: Path, line: int, row: dict[str, str], column: str, kind: Callable[[str], Any]) -> Any:
     """Convert ``row[column]`` with ``kind`` or raise a DatasetError naming file, line and column."""
     try:

@@ -27,32 +27,19 @@ from typing import Any
 import numpy as np
 import torch
 from django.conf import settings
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from backbone.encoder import Encoder
 from backbone.multitask import MultiTaskTrainer, TrainingConfig, TrainingResult
 from backbone.services import base_model_path
+from chatbot.baselines import baseline_metrics, frozen_baseline, tfidf_baseline
+from chatbot.classifier import IntentClassifier, Prediction, class_prototypes, encode_messages
+from chatbot.datasets import LABEL_COLUMN
 from chatbot.importers import OUT_OF_SCOPE
-from chatbot.ml import (
-    RECIPE,
-    TASK_PARAMETERS,
-    IntentClassifier,
-    IntentTask,
-    Prediction,
-    class_prototypes,
-    encode_messages,
-    intent_metrics,
-    label_metrics,
-    out_of_scope_metrics,
-    prediction_metrics,
-    stratified_sample,
-    stratified_split,
-)
+from chatbot.metrics import intent_metrics, prediction_metrics
+from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
 
 logger = logging.getLogger(__name__)
 
-LABEL_COLUMN = {"banking77": "category", "clinc150": "intent"}
 # The training recipe is chatbot.ml.RECIPE; the encoder reads BACKBONE_MAX_LENGTH tokens, as in training jobs.
 DEFAULTS = {
     **RECIPE,
@@ -272,34 +259,6 @@ def accuracy(labels: list[str], scores: np.ndarray, gold: np.ndarray) -> float:
     return round(float((np.asarray(labels)[scores.argmax(axis=1)] == gold).mean()), 4)
 
 
-def tfidf_baseline(task: IntentTask, test: tuple[list[str], list[str]], oos: str | None) -> dict[str, float]:
-    """TF-IDF (word 1-2 grams) + logistic regression on the task's training split."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    x_train = vectorizer.fit_transform(task.train_texts)
-    clf = LogisticRegression(max_iter=3000, C=20.0)
-    clf.fit(x_train, task.train_y)
-    return baseline_metrics(clf.predict_proba(vectorizer.transform(test[0])), clf.classes_, task, test, oos)
-
-
-def frozen_baseline(
-    encoder: Encoder, task: IntentTask, test: tuple[list[str], list[str]], oos: str | None
-) -> dict[str, float]:
-    """The packaged encoder, frozen, + logistic regression (before fine-tuning changes it)."""
-    x_train = encoder.encode(task.train_texts, batch_size=128)
-    clf = LogisticRegression(max_iter=3000, C=10.0)
-    clf.fit(x_train, task.train_y)
-    return baseline_metrics(clf.predict_proba(encoder.encode(test[0], batch_size=128)), clf.classes_, task, test, oos)
-
-
-def baseline_metrics(probs, classes, task: IntentTask, test, oos: str | None) -> dict[str, float]:
-    """Metrics of a baseline's probabilities (argmax; out-of-scope only when it is the argmax)."""
-    pred = [task.labels[classes[i]] for i in probs.argmax(axis=1)]
-    metrics = label_metrics(test[1], pred, probs.max(axis=1))
-    if oos is not None:
-        metrics.update(out_of_scope_metrics(test[1], pred, oos))
-    return metrics
-
-
 def new_intent_trial(
     encoder: Encoder,
     classifier: IntentClassifier,
@@ -353,11 +312,3 @@ def new_intent_trial(
         "old_intent_accuracy_before": round(float((pred_full == gold)[old_rows].mean()), 4),
         "old_intent_accuracy_after": round(float((pred_ext == gold)[old_rows].mean()), 4),
     }
-
-
-def split_examples(
-    rows: list[dict[str, str]], label_column: str, fraction: float, seed: int
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Stratified (kept, held-out) split of CSV rows by ``label_column``."""
-    kept, held = stratified_split([r[label_column] for r in rows], fraction, seed)
-    return [rows[i] for i in kept], [rows[i] for i in held]

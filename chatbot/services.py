@@ -18,17 +18,8 @@ from django.utils import timezone
 from backbone import services as backbone_services
 from backbone.models import ModelVersion
 from backbone.queue import enqueue_on_commit
-from chatbot.ml import (
-    RECIPE,
-    TASK_PARAMETERS,
-    IntentClassifier,
-    IntentTask,
-    Prediction,
-    class_prototypes,
-    encode_messages,
-    similarity_threshold,
-    stratified_sample,
-)
+from chatbot.classifier import IntentClassifier, Prediction, class_prototypes, encode_messages, similarity_threshold
+from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The recommend app: its evaluator, its backbone task and what ``manage.py train recommend`` trains."""
+"""The recommend app: its splitters, evaluator, backbone task and what ``manage.py train recommend`` trains."""
 
 from django.apps import AppConfig
 
@@ -9,8 +9,17 @@ class RecommendConfig(AppConfig):
 
     def ready(self) -> None:
         from backbone import registry
-        from recommend import evaluation, services, training
+        from recommend import datasets, evaluation, services, training
 
+        # the shared data's own holdout rule, by time: --test-fraction and --seed are ignored
+        registry.register_splitter(
+            "movielens", datasets.split_movielens, rule="each user's last rating (ignores --test-fraction, --seed)"
+        )
+        registry.register_splitter(
+            "online_retail",
+            datasets.split_online_retail,
+            rule="each customer's last purchase invoice and what follows (ignores --test-fraction, --seed)",
+        )
         registry.register_evaluator("recommend", evaluation.DATASETS, evaluation.run)
         # Not in the shared fine-tune by default (``tasks=()``): its co-occurrence pairs would add an
         # epoch of encoder steps over 20,000 text pairs to every full ``train`` on two CPU cores, and

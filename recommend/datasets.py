@@ -1,7 +1,7 @@
 """Reading recommendation dataset folders (laid out like ``../shared/data/NAME/``) and splitting them.
 
-Pure Python, no ORM: the evaluator and ``manage.py split_interactions`` work on the CSV
-files in memory.
+No ORM: the evaluator and ``manage.py split_dataset movielens|online_retail`` work on the CSV
+files in memory (read and written with ``catalog.importers``' CSV helpers).
 
 - ``movielens``: ``ratings.csv`` (every rating is an interaction), ``movies.csv`` (catalogue and
   item text: title, genres, tags from ``tags.csv``).
@@ -18,13 +18,14 @@ invoice (largest time, ties by InvoiceNo) with all of the customer's rows at or 
 
 from __future__ import annotations
 
-import csv
 import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from catalog.importers import DatasetError, read_csv_table, write_csv_table
 
 DATASETS = ("movielens", "online_retail")
 PRODUCT_CODE = re.compile(r"^(\d|DCGS)")  # the catalogue importer's rule for real products
@@ -61,23 +62,10 @@ class Interactions:
 
 
 def _open_rows(path: Path, required: list[str]) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.exists():
-        raise DatasetInputError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DatasetInputError(f"{path}: missing columns {missing}; found {header}")
-        return header, list(reader)
-
-
-def _write_rows(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        return read_csv_table(path, required)
+    except DatasetError as exc:
+        raise DatasetInputError(str(exc)) from None
 
 
 # --- MovieLens ------------------------------------------------------------------------------
@@ -112,8 +100,11 @@ def read_movielens(folder: Path, catalogue_dir: Path | None = None) -> Interacti
     return data
 
 
-def split_movielens(source: Path, out: Path) -> dict[str, int]:
-    """Write OUT/train and OUT/test: each user's last rating (ties: larger movieId) and the tags it would reveal go to test."""
+def split_movielens(source: Path, out: Path, test_fraction: float = 0.2, seed: int = 7) -> dict[str, int]:
+    """Write OUT/train and OUT/test: each user's last rating (ties: larger movieId) and the tags it would reveal go to test.
+
+    ``test_fraction`` and ``seed`` are unused: the holdout is by time.
+    """
     header, ratings = _open_rows(source / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     last: dict[str, tuple[int, int]] = {}
     for row in ratings:
@@ -122,8 +113,8 @@ def split_movielens(source: Path, out: Path) -> dict[str, int]:
             last[row["userId"]] = key
     test = [r for r in ratings if last[r["userId"]] == (int(r["timestamp"]), int(r["movieId"]))]
     train = [r for r in ratings if last[r["userId"]] != (int(r["timestamp"]), int(r["movieId"]))]
-    _write_rows(out / "train" / "ratings.csv", header, train)
-    _write_rows(out / "test" / "ratings.csv", header, test)
+    write_csv_table(out / "train" / "ratings.csv", header, train)
+    write_csv_table(out / "test" / "ratings.csv", header, test)
     for name in ("movies.csv", "links.csv"):
         if (source / name).exists():
             for side in ("train", "test"):
@@ -135,8 +126,8 @@ def split_movielens(source: Path, out: Path) -> dict[str, int]:
             held = last.get(row["userId"])
             return held is not None and (int(row["movieId"]) == held[1] or int(row["timestamp"]) >= held[0])
 
-        _write_rows(out / "train" / "tags.csv", tag_header, [t for t in tags if not reveals(t)])
-        _write_rows(out / "test" / "tags.csv", tag_header, [t for t in tags if reveals(t)])
+        write_csv_table(out / "train" / "tags.csv", tag_header, [t for t in tags if not reveals(t)])
+        write_csv_table(out / "test" / "tags.csv", tag_header, [t for t in tags if reveals(t)])
     return {"train": len(train), "test": len(test), "users": len(last)}
 
 
@@ -191,8 +182,11 @@ def read_online_retail(folder: Path, catalogue_dir: Path | None = None) -> Inter
     return data
 
 
-def split_online_retail(source: Path, out: Path) -> dict[str, int]:
-    """Write OUT/train and OUT/test: per customer with 2+ purchase invoices, the last one and everything at or after it go to test."""
+def split_online_retail(source: Path, out: Path, test_fraction: float = 0.2, seed: int = 7) -> dict[str, int]:
+    """Write OUT/train and OUT/test: per customer with 2+ purchase invoices, the last one and everything at or after it go to test.
+
+    ``test_fraction`` and ``seed`` are unused: the holdout is by time.
+    """
     header, rows = _open_rows(source / "transactions.csv", RETAIL_COLUMNS)
     invoices: dict[str, dict[str, float]] = defaultdict(dict)
     for row in rows:
@@ -208,8 +202,8 @@ def split_online_retail(source: Path, out: Path) -> dict[str, int]:
         customer = row["CustomerID"].strip()
         held = customer in cutoff and _retail_time(row["InvoiceDate"]) >= cutoff[customer]
         (test if held else train).append(row)
-    _write_rows(out / "train" / "transactions.csv", header, train)
-    _write_rows(out / "test" / "transactions.csv", header, test)
+    write_csv_table(out / "train" / "transactions.csv", header, train)
+    write_csv_table(out / "test" / "transactions.csv", header, test)
     if (source / "items.csv").exists():
         for side in ("train", "test"):
             shutil.copyfile(source / "items.csv", out / side / "items.csv")
@@ -217,7 +211,6 @@ def split_online_retail(source: Path, out: Path) -> dict[str, int]:
 
 
 READERS = {"movielens": read_movielens, "online_retail": read_online_retail}
-SPLITTERS = {"movielens": split_movielens, "online_retail": split_online_retail}
 
 
 def held_out_targets(dataset: str, test: Interactions) -> dict[str, set[str]]:

@@ -1,4 +1,4 @@
-"""The search app: its importer, backbone task, evaluator, and what ``manage.py train search`` trains."""
+"""The search app: its importer, splitter, backbone task, evaluator, and what ``manage.py train search`` trains."""
 
 from django.apps import AppConfig
 
@@ -10,10 +10,13 @@ class SearchConfig(AppConfig):
     def ready(self) -> None:
         from backbone import registry
         from catalog import importers
-        from search import evaluation, training
+        from search import datasets, evaluation, training
         from search.importers import import_homedepot
 
         importers.register("homedepot", import_homedepot)
+        registry.register_splitter(
+            "homedepot", datasets.split_homedepot, rule="a seeded share of the query texts, with their labels"
+        )
         registry.register_evaluator("search", ("homedepot",), evaluation.evaluate_search)
         registry.register_task("search", training.build_training_task)
         registry.register_app(

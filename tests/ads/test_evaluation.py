@@ -1,4 +1,4 @@
-"""``manage.py evaluate ads`` end to end on small cuts of the real datasets, and the dev split command."""
+"""``manage.py evaluate ads`` end to end on small cuts of the real datasets, and ``split_dataset movielens_ctr|ipinyou``."""
 
 from __future__ import annotations
 
@@ -47,14 +47,12 @@ def cut_movielens(source: Path, target: Path, users: int) -> None:
 def test_movielens_ctr_reports_model_ablation_and_baselines(data_dir, tmp_path, tiny_active_version):
     cut_movielens(data_dir / "movielens_latest_small", tmp_path / "small", users=40)
     call_command(
-        "split_ads_dataset",
+        "split_dataset",
         "movielens_ctr",
         "--data-dir",
         str(tmp_path / "small"),
         "--out",
         str(tmp_path / "dev"),
-        "--per-user",
-        "3",
         stdout=StringIO(),
     )
 
@@ -100,14 +98,12 @@ def test_missing_column_is_a_command_error(tmp_path):
 def test_movielens_split_holds_out_the_latest_ratings_and_their_tags(data_dir, tmp_path):
     out = StringIO()
     call_command(
-        "split_ads_dataset",
+        "split_dataset",
         "movielens_ctr",
         "--data-dir",
         str(data_dir / "movielens_latest_small"),
         "--out",
         str(tmp_path),
-        "--per-user",
-        "2",
         stdout=out,
     )
 
@@ -120,7 +116,7 @@ def test_movielens_split_holds_out_the_latest_ratings_and_their_tags(data_dir, t
     for r in kept:
         latest_kept[r["userId"]] = max(latest_kept.get(r["userId"], 0), int(r["timestamp"]))
 
-    assert counts["test_ratings"] == len(held) == 2 * 610
+    assert counts["test_ratings"] == len(held) == 3 * 610
     assert all(int(r["timestamp"]) >= latest_kept[r["userId"]] for r in held)
     assert counts["train_ratings"] + counts["test_ratings"] == 100226
 
@@ -129,14 +125,12 @@ def test_a_dev_split_can_be_carved_from_a_split_train_folder(data_dir, tmp_path)
     def split(source: Path, out: Path) -> dict:
         stdout = StringIO()
         call_command(
-            "split_ads_dataset",
+            "split_dataset",
             "movielens_ctr",
             "--data-dir",
             str(source),
             "--out",
             str(out),
-            "--per-user",
-            "3",
             stdout=stdout,
         )
         return json.loads(stdout.getvalue())

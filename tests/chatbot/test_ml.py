@@ -77,6 +77,18 @@ def test_lexical_model_learns_wording_and_survives_saving():
     assert LexicalModel.fit(texts[:6], [0] * 6, n_labels=1) is None
 
 
+def test_lexical_model_keeps_its_weights_within_the_budget(monkeypatch):
+    from chatbot import lexical
+
+    texts = [f"{w} please {i}" for w in ("pin", "sepa", "refund") for i in range(6)]
+    y = [k for k in range(3) for _ in range(6)]
+    unbounded = LexicalModel.fit(texts, y, n_labels=3)
+    assert unbounded.coef.size > 150
+    monkeypatch.setattr(lexical, "LEXICAL_MAX_WEIGHTS", 150)
+    model = LexicalModel.fit(texts, y, n_labels=3)
+    assert model.coef.size <= 150 and list(model.log_proba(["my pin", "sepa", "refund"]).argmax(1)) == [0, 1, 2]
+
+
 def test_a_lexical_classifier_refuses_embeddings_without_their_texts():
     eye = np.eye(4, dtype=np.float32)
     lexical = LexicalModel.fit(["pin code", "pin lost", "sepa in", "sepa out"], [0, 0, 1, 1], n_labels=2)

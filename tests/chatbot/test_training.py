@@ -1,4 +1,4 @@
-"""The intent task built from stored data, the retrain service, the split command and the evaluator."""
+"""The intent task built from stored data, the retrain service, ``split_dataset banking77|clinc150`` and the evaluator."""
 
 from __future__ import annotations
 
@@ -114,14 +114,32 @@ def test_split_command_carves_a_stratified_test_file(tmp_path):
     src.mkdir()
     write_csv(src / "train.csv", ["text", "category"], [(f"t{i}", f"c{i % 4}") for i in range(40)])
     out = StringIO()
-    call_command(
-        "split_intents", "--dataset", "banking77", "--data-dir", str(src), "--out", str(tmp_path / "o"), stdout=out
-    )
+    call_command("split_dataset", "banking77", "--data-dir", str(src), "--out", str(tmp_path / "o"), stdout=out)
 
     assert json.loads(out.getvalue())["test"] == 8
     with open(tmp_path / "o" / "test" / "test.csv") as fh:
         labels = [row["category"] for row in csv.DictReader(fh)]
     assert sorted(labels) == sorted(["c0", "c1", "c2", "c3"] * 2)
+
+
+def test_split_command_keeps_clinc_columns_and_copies_the_validation_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    header = ["text", "intent", "domain", "source_split"]
+    write_csv(src / "train.csv", header, [(f"t{i}", f"i{i % 5}", "d", "train") for i in range(50)])
+    write_csv(src / "val.csv", header, [("v", "i0", "d", "val")])
+    out = StringIO()
+    target = str(tmp_path / "o")
+    call_command(
+        "split_dataset", "clinc150", "--data-dir", str(src), "--out", target, "--test-fraction", "0.4", stdout=out
+    )
+
+    assert json.loads(out.getvalue()) == {"dataset": "clinc150", "out": target, "train": 30, "test": 20}
+    with open(tmp_path / "o" / "test" / "test.csv") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == header
+        assert sorted(row["intent"] for row in reader) == sorted([f"i{i}" for i in range(5)] * 4)
+    assert (tmp_path / "o" / "train" / "val.csv").read_bytes() == (src / "val.csv").read_bytes()
 
 
 def test_evaluate_intents_reports_model_and_baselines_on_clinc_layout(tmp_path, tiny_model_dir, settings):

@@ -1,4 +1,4 @@
-"""``manage.py split_interactions`` and ``manage.py evaluate recommend`` on small dataset folders."""
+"""``manage.py split_dataset movielens|online_retail`` and ``manage.py evaluate recommend`` on small dataset folders."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def retail_dir(tmp_path: Path) -> Path:
 
 def split(name: str, source: Path, out: Path) -> dict:
     stdout = StringIO()
-    call_command("split_interactions", name, "--data-dir", str(source), "--out", str(out), stdout=stdout)
+    call_command("split_dataset", name, "--data-dir", str(source), "--out", str(out), stdout=stdout)
     return json.loads(stdout.getvalue())
 
 

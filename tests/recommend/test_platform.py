@@ -78,7 +78,7 @@ def write_retail(folder: Path, customers: int = 40, seed: int = 5) -> Path:
 def test_the_api_serves_the_ranking_that_evaluate_measures(storefront_client, settings, tmp_path):
     source = write_retail(tmp_path / "or")
     split = tmp_path / "split"
-    call_command("split_interactions", "online_retail", "--data-dir", str(source), "--out", str(split))
+    call_command("split_dataset", "online_retail", "--data-dir", str(source), "--out", str(split))
     call_command("import_dataset", "online_retail", "--data-dir", str(split / "train"), "--no-progress")
     settings.MODELS_DIR = tmp_path / "models"
     services.reset_serving_cache()
