@@ -6,7 +6,11 @@ Services never import ``tasks.py`` (no services <-> tasks cycle, as Zulip's
 
 from __future__ import annotations
 
-from django.db import transaction
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import connection, transaction
 
 
 def enqueue_on_commit(task_name: str, *args) -> None:
@@ -22,3 +26,20 @@ def send(task_name: str, *args) -> None:
         app.tasks[task_name].apply(args=list(args))
     else:
         app.send_task(task_name, args=list(args))
+
+
+@contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Run the block while holding PostgreSQL's session advisory lock for ``name`` (waiting for it).
+
+    For idempotent tasks that compute "what is missing": a second copy enqueued meanwhile (two
+    imports, two workers) waits, then finds the first one's rows and computes only the rest.
+    """
+    key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

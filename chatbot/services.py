@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from backbone import services as backbone_services
 from backbone.models import ModelVersion
-from backbone.queue import enqueue_on_commit
+from backbone.queue import enqueue_on_commit, one_at_a_time
 from chatbot.classifier import IntentClassifier, Prediction, class_prototypes, encode_messages, similarity_threshold
 from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
@@ -203,30 +203,33 @@ def refresh_prototypes(*, version: ModelVersion | None = None, intent_ids: list[
         version, encoder = backbone_services.active_encoder()
     else:
         encoder = backbone_services.version_encoder(version)
-    intents = prototype_candidates(load_head(version))
-    if intent_ids is not None:
-        intents = intents.filter(pk__in=intent_ids)
-    else:
-        intents = intents.exclude(prototypes__version=version)
-    written = 0
-    for intent in intents:
-        texts = list(
-            intent.examples.filter(split=IntentExample.Split.TRAIN)
-            .order_by("-id")
-            .values_list("text", flat=True)[:PROTOTYPE_EXAMPLES]
-        )
-        embeddings = encoder.encode(texts)
-        IntentPrototype.objects.update_or_create(
-            intent=intent,
-            version=version,
-            defaults={
-                "embedding": class_prototypes(embeddings, [0] * len(texts), 1)[0],
-                "threshold": similarity_threshold(embeddings),
-                "n_examples": len(texts),
-            },
-        )
-        written += 1
-    return written
+    with one_at_a_time(f"chatbot.prototypes.{version.pk}"):  # concurrent refreshes never encode an intent twice
+        intents = prototype_candidates(load_head(version))
+        if intent_ids is not None:
+            intents = intents.filter(pk__in=intent_ids)
+        else:
+            intents = intents.exclude(prototypes__version=version)
+        return sum(_store_prototype(intent, version, encoder) for intent in intents)
+
+
+def _store_prototype(intent: Intent, version: ModelVersion, encoder) -> int:
+    """Upsert ``intent``'s prototype on ``version`` from its newest training examples; return 1."""
+    texts = list(
+        intent.examples.filter(split=IntentExample.Split.TRAIN)
+        .order_by("-id")
+        .values_list("text", flat=True)[:PROTOTYPE_EXAMPLES]
+    )
+    embeddings = encoder.encode(texts)
+    IntentPrototype.objects.update_or_create(
+        intent=intent,
+        version=version,
+        defaults={
+            "embedding": class_prototypes(embeddings, [0] * len(texts), 1)[0],
+            "threshold": similarity_threshold(embeddings),
+            "n_examples": len(texts),
+        },
+    )
+    return 1
 
 
 def schedule_prototypes() -> None:

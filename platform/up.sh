@@ -42,10 +42,12 @@ if [ -n "$DATA_DIR" ]; then
   done
 fi
 
-celery -A config worker -Q default -n "default@%h" --concurrency 2 -B \
+# One torch thread for the default and bulk workers (and the training worker keeps every core): four
+# processes with a thread per core each, busy-waiting, made a 2-core machine ~10x slower at everything.
+BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q default -n "default@%h" --concurrency 2 -B \
   --schedule "$STATE_DIR/run/celerybeat-schedule" --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-default.log" --pidfile "$STATE_DIR/run/worker-default.pid" --detach
-celery -A config worker -Q bulk -n "bulk@%h" --concurrency 1 --loglevel INFO \
+BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q bulk -n "bulk@%h" --concurrency 1 --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-bulk.log" --pidfile "$STATE_DIR/run/worker-bulk.pid" --detach
 celery -A config worker -Q training -n "training@%h" --concurrency 1 --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-training.log" --pidfile "$STATE_DIR/run/worker-training.pid" --detach

@@ -76,3 +76,33 @@ def test_product_written_during_an_activation_gets_both_versions(tiny_active_ver
         tiny_active_version.pk,
         new.pk,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_at_a_time_makes_a_second_holder_wait_for_the_first():
+    import threading
+    import time
+
+    from django.db import connection
+
+    from backbone.queue import one_at_a_time
+
+    order: list[str] = []
+    first_holds = threading.Event()
+
+    def second() -> None:
+        first_holds.wait(10)
+        with one_at_a_time("test.lock"):  # another thread: its own database connection
+            order.append("second in")
+        connection.close()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with one_at_a_time("test.lock"):
+        first_holds.set()
+        time.sleep(0.5)
+        order.append("first out")
+    thread.join(10)
+    assert order == ["first out", "second in"]
+    with one_at_a_time("test.lock"):  # released: taken again at once
+        pass
