@@ -35,7 +35,7 @@ from ads.data import CtrData
 from ads.metrics import ctr_metrics
 from ads.ml import CtrConfig, CtrModel, fit_ctr_model
 from ads.models import Ad, AdSlot, Campaign, CampaignSpend, CtrModelVersion, ServedImpression
-from backbone import lifecycle
+from backbone import errors, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,20 @@ SERVING_FIELDS = [
 ]
 
 
-class AdsError(Exception):
+class AdsError(errors.InvalidInput):
     """Bad input to an ads operation; ``field`` names what was wrong (the API answers 400)."""
 
-    def __init__(self, message: str, *, field: str = "non_field_errors"):
-        super().__init__(message)
-        self.field = field
 
-
-class UnknownImpression(AdsError):
+class UnknownImpression(AdsError, errors.NotFound):
     """No served impression has this click token (the API answers 404)."""
 
+    status_code = errors.NotFound.status_code
 
-class AlreadyClicked(AdsError):
+
+class AlreadyClicked(AdsError, errors.Conflict):
     """The impression was clicked before; it is not charged again (the API answers 409)."""
+
+    status_code = errors.Conflict.status_code
 
 
 class NotEnoughImpressions(AdsError):

@@ -23,16 +23,6 @@ from ads.serializers import (
 from backbone.serializers import TrainingJobSerializer
 from catalog.auth import IsStorefrontOrStaff
 
-ERROR_STATUS = {
-    services.UnknownImpression: status.HTTP_404_NOT_FOUND,
-    services.AlreadyClicked: status.HTTP_409_CONFLICT,
-}
-
-
-def error_response(exc: services.AdsError) -> Response:
-    """The answer to a refused ads operation: ``{field: [message]}`` with the status its kind maps to (else 400)."""
-    return Response({exc.field: [str(exc)]}, status=ERROR_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST))
-
 
 class AdvertiserViewSet(viewsets.ModelViewSet):
     queryset = Advertiser.objects.all()
@@ -72,14 +62,11 @@ class AdSelectView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         context = data.get("context") or {}
-        try:
-            result = services.select_ads(
-                slot=data["slot"],
-                k=data["k"],
-                **{key: context.get(key, "") for key in ("query", "product", "customer")},
-            )
-        except services.AdsError as exc:
-            return error_response(exc)
+        result = services.select_ads(
+            slot=data["slot"],
+            k=data["k"],
+            **{key: context.get(key, "") for key in ("query", "product", "customer")},
+        )
         return Response(AdSelectResponseSerializer(result).data)
 
 
@@ -99,10 +86,7 @@ class AdClickView(APIView):
     def post(self, request):
         serializer = AdClickRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            result = services.record_click(token=serializer.validated_data["token"])
-        except services.AdsError as exc:
-            return error_response(exc)
+        result = services.record_click(token=serializer.validated_data["token"])  # 404 unknown, 409 replayed
         return Response(AdClickResponseSerializer(result).data, status=status.HTTP_201_CREATED)
 
 

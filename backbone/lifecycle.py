@@ -18,6 +18,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from backbone import errors
 from backbone.models import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ M = TypeVar("M", bound=TrainedModel)
 State = TrainedModel.State
 
 
-class LifecycleError(Exception):
+class LifecycleError(errors.Conflict):
     """A transition that the row's state does not allow (activating a failed model, nothing to roll back to)."""
 
 

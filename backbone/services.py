@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from backbone import lifecycle, registry
+from backbone import errors, lifecycle, registry
 from backbone.encoder import Encoder, packaged_model_path
 from backbone.models import ModelVersion, TrainingJob
 from backbone.multitask import save_head
@@ -32,8 +32,10 @@ _INT8: dict[int, tuple[Encoder, Encoder]] = {}  # version id -> (the float encod
 ACTIVE_CHECK_SECONDS = 2.0
 
 
-class TrainingError(Exception):
-    """A training job cannot run as asked (bad parameters, no data)."""
+class TrainingError(errors.InvalidInput):
+    """A training job cannot run as asked (bad parameters, no data): 400 on ``parameters`` in the API."""
+
+    default_field = "parameters"
 
 
 # --- versions -------------------------------------------------------------------------------

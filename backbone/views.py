@@ -7,7 +7,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backbone import jobs, lifecycle, services
+from backbone import jobs, services
 from backbone.models import ModelVersion, TrainingJob
 from backbone.serializers import ModelVersionSerializer, StartTrainingRequestSerializer, TrainingJobSerializer
 
@@ -46,18 +46,12 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     @extend_schema(request=None, responses={202: ModelVersionSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None):
-        try:
-            version = services.activate_version(version_id=self.get_object().pk)
-        except lifecycle.LifecycleError as exc:
-            return Response({"detail": str(exc)}, status=409)
+        version = services.activate_version(version_id=self.get_object().pk)  # LifecycleError: 409
         return Response(ModelVersionSerializer(version).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: ModelVersionSerializer, 409: None})
     @action(detail=False, methods=["post"], url_path="roll-back")
     def roll_back(self, request):
         """Serve the previously active version again (after re-embedding, if its vectors were pruned)."""
-        try:
-            version = services.roll_back_version()
-        except lifecycle.LifecycleError as exc:
-            return Response({"detail": str(exc)}, status=409)
+        version = services.roll_back_version()  # LifecycleError: 409
         return Response(ModelVersionSerializer(version).data, status=status.HTTP_202_ACCEPTED)

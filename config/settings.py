@@ -116,6 +116,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # the project's service errors (backbone.errors) as JSON 400/404/409, then DRF's own
+    "EXCEPTION_HANDLER": "backbone.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Commerce AI platform API",

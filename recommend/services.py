@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 from pgvector.django import CosineDistance
 
-from backbone import lifecycle
+from backbone import errors, lifecycle
 from backbone.models import ModelVersion
 from catalog.models import Customer, Event, Product, ProductEmbedding
 from recommend import ml
@@ -49,12 +49,14 @@ _LOCK = threading.RLock()
 _CACHE: dict[str, Any] = {"model_id": None, "served": None, "checked_at": 0.0}
 
 
-class RecommendError(Exception):
+class RecommendError(errors.InvalidInput):
     """A request cannot be served as asked (unknown product, nothing to train on)."""
 
 
-class UnknownProduct(RecommendError):
-    """No product with this SKU."""
+class UnknownProduct(RecommendError, errors.NotFound):
+    """No product with this SKU (404 ``{"detail": ...}``)."""
+
+    default_field = None
 
 
 @dataclass

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backbone.serializers import TrainingJobSerializer
-from backbone.services import TrainingError, start_training_job
+from backbone.services import start_training_job
 from catalog.auth import IsStorefrontOrStaff
 from recommend import services
 from recommend.models import RecommenderModel
@@ -50,10 +50,7 @@ class _ProductRecommendView(APIView):
     def get(self, request, sku: str):
         params = SimilarRequestSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        try:
-            items = services.similar_products(sku=sku, k=params.validated_data["k"], mode=self.mode)
-        except services.UnknownProduct as exc:
-            raise NotFound(str(exc)) from None
+        items = services.similar_products(sku=sku, k=params.validated_data["k"], mode=self.mode)
         return Response(SimilarResponseSerializer({"product": sku, "items": items}).data)
 
 
@@ -102,8 +99,5 @@ class ModelsView(generics.ListAPIView):
         if unknown:
             raise ValidationError({"parameters": [f"unknown parameters: {unknown}"]})
         parameters = {**parameters, "activate": params.validated_data["activate"]}
-        try:
-            job = start_training_job(apps=["recommend"], parameters=parameters, user=request.user)
-        except TrainingError as exc:
-            raise ValidationError({"parameters": [str(exc)]}) from None
+        job = start_training_job(apps=["recommend"], parameters=parameters, user=request.user)
         return Response(TrainingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

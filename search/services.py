@@ -21,7 +21,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.db.models import Count, Q
 
-from backbone import lifecycle
+from backbone import errors, lifecycle
 from search import ml
 from search.models import SearchClick, SearchQueryLog, SearchRanker
 from search.retrieval import (
@@ -311,14 +311,16 @@ def log_search(*, result: SearchResult, filters: SearchFilters, version_name: st
     return row.pk
 
 
-class UnknownSearchError(LookupError):
-    """A click names a search log id that does not exist."""
+class UnknownSearchError(errors.InvalidInput):
+    """A click names a search log id that does not exist (400 on ``search_id``: it is a field of the click)."""
+
+    default_field = "search_id"
 
 
 def record_click(*, log_id: int, product_id: int, position: int) -> SearchClick:
     """Record that the shopper opened ``product_id`` from search ``log_id`` (idempotent per pair)."""
     if not SearchQueryLog.objects.filter(pk=log_id).exists():
-        raise UnknownSearchError(f"no search with id {log_id}")
+        raise UnknownSearchError("Unknown search.")
     click, _ = SearchClick.objects.get_or_create(
         query_id=log_id, product_id=product_id, defaults={"position": position}
     )

@@ -76,8 +76,5 @@ class SearchClickView(APIView):
         product = products_by_sku([data["sku"]]).get(data["sku"])
         if product is None:
             return Response({"sku": ["Unknown product."]}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            click = services.record_click(log_id=data["search_id"], product_id=product.pk, position=data["position"])
-        except services.UnknownSearchError:
-            return Response({"search_id": ["Unknown search."]}, status=status.HTTP_400_BAD_REQUEST)
+        click = services.record_click(log_id=data["search_id"], product_id=product.pk, position=data["position"])
         return Response(ClickResponseSerializer({"click_id": click.pk}).data, status=status.HTTP_201_CREATED)

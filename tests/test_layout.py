@@ -70,7 +70,10 @@ def test_no_import_cycles_between_project_modules():
     modules = project_modules()
     graph = {name: imported(ast.parse(path.read_text()), name, modules) for name, path in modules.items()}
     # a package's __init__ re-exporting its own submodules is not a cycle of concerns
-    graph = {n: {t for t in ts if not (t.startswith(n + ".") and modules[n].name == "__init__.py")} for n, ts in graph.items()}
+    graph = {
+        n: {t for t in ts if not (t.startswith(n + ".") and modules[n].name == "__init__.py")}
+        for n, ts in graph.items()
+    }
     cycles, state = [], {}
 
     def visit(node: str, path: list[str]) -> None:

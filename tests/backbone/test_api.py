@@ -47,3 +47,27 @@ def test_openapi_schema_and_docs_are_served(api_client):
     assert schema.status_code == 200
     assert b"/api/v1/events" in schema.content and b"/api/v1/training-jobs" in schema.content
     assert api_client.get("/api/v1/docs").status_code == 200
+
+
+def test_service_errors_answer_json_through_the_one_handler(staff_client, storefront_client):
+    """LifecycleError -> 409 detail, UnknownProduct -> 404 detail, TrainingError -> 400 on ``parameters``."""
+    ModelVersion.objects.all().delete()
+    rolled = staff_client.post("/api/v1/model-versions/roll-back")
+    assert rolled.status_code == 409 and "no earlier" in rolled.json()["detail"]
+    missing = storefront_client.get("/api/v1/recommend/products/NOPE/similar")
+    assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
+    refused = staff_client.post("/api/v1/training-jobs", {"apps": ["nope"]}, format="json")
+    assert refused.status_code == 400 and refused.json()
+
+
+def test_the_handler_maps_each_kind_to_its_status():
+    from backbone import errors
+
+    for exc, expected in [
+        (errors.InvalidInput("bad"), (400, {"non_field_errors": ["bad"]})),
+        (errors.InvalidInput("bad", field="k"), (400, {"k": ["bad"]})),
+        (errors.NotFound("gone"), (404, {"detail": "gone"})),
+        (errors.Conflict("twice", field="token"), (409, {"token": ["twice"]})),
+    ]:
+        response = errors.exception_handler(exc, {})
+        assert (response.status_code, response.data) == expected
