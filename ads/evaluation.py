@@ -26,10 +26,8 @@ MovieLens' user x genre crosses and the title embedding; C picked on validation)
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -48,6 +46,7 @@ from ads.datasets import latest_per_user
 from ads.importers import FIELDS as IPINYOU_FIELDS
 from ads.metrics import bootstrap_auc, ctr_metrics
 from ads.ml import RECIPE_KEYS, CtrModel, fit_ctr_model
+from backbone.evaluation import log, read_table
 
 DATASETS = ("ipinyou", "movielens_ctr")
 CLICK_RATING = 4.0
@@ -77,36 +76,20 @@ IPINYOU_PARAMETERS = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[ads eval] {message}", file=sys.stderr, flush=True)
-
-
-def read_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """Read a CSV file; raise ValueError naming the file when a required column is missing."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks columns {missing}")
-        return list(reader)
-
-
 # --- MovieLens CTR ---------------------------------------------------------------------------
 
 
 def read_movies(train_dir: Path, test_dir: Path) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
     """Titles and genres of every movie (the test folder's too), and each movie's top tags in the train folder."""
     columns = ["movieId", "title", "genres"]
-    movies = read_rows(train_dir / "movies.csv", columns)
+    movies = read_table(train_dir / "movies.csv", columns)
     if (test_dir / "movies.csv").exists():  # titles of movies only the test folder knows
         known = {m["movieId"] for m in movies}
-        movies += [m for m in read_rows(test_dir / "movies.csv", columns) if m["movieId"] not in known]
+        movies += [m for m in read_table(test_dir / "movies.csv", columns) if m["movieId"] not in known]
     genres = {m["movieId"]: [g for g in m["genres"].split("|") if g and g != "(no genres listed)"] for m in movies}
     tag_counts: dict[str, Counter[str]] = defaultdict(Counter)
     if (train_dir / "tags.csv").exists():
-        for t in read_rows(train_dir / "tags.csv", ["movieId", "tag"]):
+        for t in read_table(train_dir / "tags.csv", ["movieId", "tag"]):
             tag_counts[t["movieId"]][t["tag"].strip().lower()] += 1
     tags = {m: [t for t, _ in c.most_common(10)] for m, c in tag_counts.items()}
     return {m["movieId"]: m["title"] for m in movies}, genres, tags
@@ -153,8 +136,8 @@ def movielens_data(train_dir: Path, test_dir: Path, options: dict[str, Any]) -> 
     """The MovieLens adapter: the folders as (train, validation, test) CtrData with the titles embedded."""
     titles, genres, tags = read_movies(train_dir, test_dir)
     columns = ["userId", "movieId", "rating", "timestamp"]
-    train_ratings = read_rows(train_dir / "ratings.csv", columns)
-    test_ratings = read_rows(test_dir / "ratings.csv", columns)
+    train_ratings = read_table(train_dir / "ratings.csv", columns)
+    test_ratings = read_table(test_dir / "ratings.csv", columns)
     if options.get("limit_queries"):
         test_ratings = test_ratings[: int(options["limit_queries"])]
     movie_ids = sorted(titles)
@@ -197,8 +180,8 @@ def ipinyou_data(rows: list[dict[str, str]]) -> CtrData:
 def run_ipinyou(train_dir: Path, test_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the recipe (with the iPinYou parameters) and the baselines on an iPinYou folder pair."""
     columns = ["row_id", "click", *IPINYOU_FIELDS]
-    all_train = ipinyou_data(read_rows(train_dir / "impressions.csv", columns))
-    test = ipinyou_data(read_rows(test_dir / "impressions.csv", columns))
+    all_train = ipinyou_data(read_table(train_dir / "impressions.csv", columns))
+    test = ipinyou_data(read_table(test_dir / "impressions.csv", columns))
     cut = int(len(all_train) * (1 - float(options.get("val_fraction", 0.2))))
     train, val = all_train.subset(np.arange(cut)), all_train.subset(np.arange(cut, len(all_train)))
     extra = {"text": "none (iPinYou has no text fields)"}

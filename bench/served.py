@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.metrics import ndcg_at_k  # noqa: E402 (pure functions, no Django)
+from backbone.metrics import ndcg_at_k  # noqa: E402 (pure functions, no Django)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

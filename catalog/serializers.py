@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
@@ -62,6 +63,10 @@ def _text(item: dict, name: str, max_length: int, *, required: bool, allow_null:
         raise _FieldError(name, "This field may not be blank.")
     if len(value) > max_length:
         raise _FieldError(name, f"Ensure this field has no more than {max_length} characters.")
+    if "\x00" in value:  # PostgreSQL text cannot hold it (DRF's ProhibitNullCharactersValidator)
+        raise _FieldError(name, "Null characters are not allowed.")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):  # not encodable as UTF-8
+        raise _FieldError(name, "Surrogate characters are not allowed.")
     return value
 
 
@@ -133,6 +138,19 @@ def _timestamp(item: dict) -> datetime:
         raise _FieldError("timestamp", "Datetime has wrong format. Use ISO 8601, e.g. 2024-01-31T12:00:00Z.")
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
+    return _in_window(parsed)
+
+
+def _in_window(parsed: datetime) -> datetime:
+    """Refuse a time outside [EVENTS_EARLIEST, now + 1 day]: year 10000 or BC rows broke every later read."""
+    earliest = datetime.fromisoformat(settings.EVENTS_EARLIEST).replace(tzinfo=UTC)
+    latest = timezone.now() + timedelta(days=1)
+    try:
+        in_window = earliest <= parsed.astimezone(UTC) <= latest
+    except OverflowError:  # 9999-12-31T23:59:59-10:00 is past the largest datetime in UTC
+        in_window = False
+    if not in_window:
+        raise _FieldError("timestamp", f"Must be between {earliest.date().isoformat()} and one day from now.")
     return parsed
 
 

@@ -15,11 +15,8 @@ without retraining.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import logging
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ import torch
 from django.conf import settings
 
 from backbone.encoder import Encoder
+from backbone.evaluation import log, read_table
 from backbone.multitask import MultiTaskTrainer, TrainingConfig, TrainingResult
 from backbone.services import base_model_path
 from chatbot.baselines import baseline_metrics, frozen_baseline, tfidf_baseline
@@ -37,8 +35,6 @@ from chatbot.datasets import LABEL_COLUMN
 from chatbot.importers import OUT_OF_SCOPE
 from chatbot.metrics import intent_metrics, prediction_metrics
 from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
-
-logger = logging.getLogger(__name__)
 
 # The training recipe is chatbot.ml.RECIPE; the encoder reads BACKBONE_MAX_LENGTH tokens, as in training jobs.
 DEFAULTS = {
@@ -66,23 +62,13 @@ Examples = tuple[list[str], list[str]]
 
 def read_examples(path: Path, label_column: str) -> Examples:
     """(texts, labels) of a CSV with ``text`` and ``label_column`` (texts stripped, empty rows skipped)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found")
     texts, labels = [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not {"text", label_column} <= set(reader.fieldnames or []):
-            raise ValueError(f"{path} needs columns text and {label_column}; has {reader.fieldnames}")
-        for row in reader:
-            text = (row["text"] or "").strip()
-            if text:
-                texts.append(text)
-                labels.append(row[label_column].strip())
+    for row in read_table(path, ["text", label_column]):
+        text = row["text"].strip()
+        if text:
+            texts.append(text)
+            labels.append(row[label_column].strip())
     return texts, labels
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def read_split(

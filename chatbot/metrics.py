@@ -1,4 +1,7 @@
-"""The intent metrics that training jobs, ``evaluate intents`` and its baselines report."""
+"""The intent metrics that training jobs, ``evaluate intents`` and its baselines report.
+
+The ECE is :func:`backbone.metrics.expected_calibration_error` (imported here for ``chatbot.ml``).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
+from backbone.metrics import expected_calibration_error
 from chatbot.classifier import IntentClassifier, Prediction
-
-ECE_BINS = 15
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| x share."""
-    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        mask = (confidence > lo) & (confidence <= hi)
-        if mask.any():
-            ece += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
-    return round(float(ece), 4)
 
 
 def intent_metrics(

@@ -28,7 +28,6 @@ fields of :class:`recommend.ml.HybridConfig` and ``als_factors``/``als_alpha``/`
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from backbone.evaluation import log
+from backbone.metrics import binary_ndcg_at_k, hit_rate_at_k, recall_at_k
 from recommend import datasets
 from recommend.ml import (
     ALSModel,
@@ -52,8 +53,6 @@ from recommend.ml import (
     fit_recommender,
     rank_scores,
 )
-
-logger = logging.getLogger(__name__)
 
 DATASETS = datasets.DATASETS
 SHORT_HISTORY = 5
@@ -85,7 +84,8 @@ BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class RankingMetrics:
-    """Accumulates HR@k, NDCG@k, MRR, recall@k and catalogue coverage over customers."""
+    """Accumulates HR@k, NDCG@k (binary gain), MRR, recall@k and catalogue coverage over customers
+    (the metrics of :mod:`backbone.metrics`)."""
 
     k: int = 10
     n_items: int = 0
@@ -101,19 +101,14 @@ class RankingMetrics:
         s = scores.astype(np.float64, copy=True)
         s[exclude] = -np.inf
         order = np.argsort(-s, kind="stable")
-        valid = len(s) - len(np.unique(exclude))
         self.shown.update(int(i) for i in order[: self.k])
-        ranks = np.empty(len(s), dtype=np.int64)
-        ranks[order] = np.arange(1, len(s) + 1)
-        target_ranks = np.sort(ranks[list(targets)]) if targets else np.zeros(0, dtype=np.int64)
-        target_ranks = target_ranks[target_ranks <= valid]
-        in_top = target_ranks[target_ranks <= self.k]
-        size = len(targets) + missing
-        ideal = sum(1.0 / np.log2(r + 1) for r in range(1, min(size, self.k) + 1))
-        self.hits.append(float(len(in_top) > 0))
-        self.ndcg.append(float(sum(1.0 / np.log2(r + 1) for r in in_top) / ideal))
-        self.rr.append(float(1.0 / target_ranks[0]) if len(target_ranks) else 0.0)
-        self.recall.append(len(in_top) / size)
+        ranked = order[: len(s) - len(np.unique(exclude))]  # the excluded items rank last
+        top, size = ranked[: self.k].tolist(), len(targets) + missing
+        self.hits.append(hit_rate_at_k(top, targets, self.k))
+        self.ndcg.append(binary_ndcg_at_k(top, targets, self.k, n_relevant=size))
+        self.recall.append(recall_at_k(top, targets, self.k, n_relevant=size))
+        found = np.flatnonzero(np.isin(ranked, list(targets)))  # MRR over the whole ranking, in numpy
+        self.rr.append(1.0 / (int(found[0]) + 1) if len(found) else 0.0)
 
     def result(self) -> dict[str, float]:
         """Return the averages (rounded) and the count."""
@@ -159,7 +154,7 @@ def item_vectors(texts: list[str]) -> np.ndarray:
         return np.load(cache, allow_pickle=False)
     started = time.monotonic()
     vectors = encoder.encode(texts, batch_size=64).astype(np.float32)
-    logger.info("embedded %d item texts in %.0fs", len(texts), time.monotonic() - started)
+    log(f"embedded {len(texts)} item texts in {time.monotonic() - started:.0f}s")
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, vectors, allow_pickle=False)
     return vectors

@@ -44,9 +44,10 @@ import numpy as np
 from django.test.utils import override_settings
 from tqdm import tqdm
 
-from catalog.importers import DatasetError, ImportOptions, read_csv
+from backbone.evaluation import EvaluationInputError, read_table
+from backbone.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
+from catalog.importers import ImportOptions
 from search import ml, retrieval, services
-from search.metrics import ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,6 @@ NDCG_K = 10
 TOP_K = 100
 EVALUATION_OPTIONS = ("limit_products", "limit_queries", "train_queries", "untrained")
 WORD = re.compile(r"\w+")
-
-
-class EvaluationInputError(ValueError):
-    """A dataset folder lacks a file or a column the evaluation needs, or the database is not empty."""
 
 
 @dataclass
@@ -75,14 +72,6 @@ class JudgedQueries:
 
 
 # --- reading the folders --------------------------------------------------------------------
-
-
-def read_table(path: Path, required: list[str]) -> list[dict[str, str]]:
-    """Return the rows of a UTF-8 CSV that must have ``required`` columns."""
-    try:
-        return [row for _, row in read_csv(path, required, ImportOptions(progress=False))]
-    except DatasetError as exc:
-        raise EvaluationInputError(str(exc)) from None
 
 
 def load_judged_queries(folder: Path) -> JudgedQueries:

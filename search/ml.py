@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from search.metrics import gain, ndcg_at_k
+from backbone.metrics import gain, ndcg_at_k
 
 WORD = re.compile(r"[a-z0-9]+(?:[./-][a-z0-9]+)*")
 LETTERS = string.ascii_lowercase
@@ -268,7 +268,7 @@ def relevance_label(relevance: float) -> int:
 
 class Ranker:
     """LightGBM lambdarank over :data:`FEATURES`; label = relevance in thirds, gains those of the metric
-    (:func:`search.metrics.gain`), so that it optimises the NDCG it is measured by."""
+    (:func:`backbone.metrics.gain`), so that it optimises the NDCG it is measured by."""
 
     def __init__(self, booster=None, config: dict[str, Any] | None = None):
         self.booster = booster
@@ -410,7 +410,7 @@ class SearchContrastiveTask:
     Loss: cross-entropy over cosine similarities of each query to every positive of the batch
     (in-batch negatives) plus one hard negative per query when it has one (a product judged
     irrelevant for that query, e.g. relevance below 2). Evaluated by NDCG@10 of ranking each
-    validation query's judged products by cosine (:func:`search.metrics.ndcg_at_k`).
+    validation query's judged products by cosine (:func:`backbone.metrics.ndcg_at_k`).
     """
 
     name = "search"

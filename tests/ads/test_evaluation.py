@@ -91,7 +91,7 @@ def test_missing_column_is_a_command_error(tmp_path):
         (tmp_path / side).mkdir()
         (tmp_path / side / "impressions.csv").write_text("row_id,click\n1,0\n")
 
-    with pytest.raises(CommandError, match="lacks columns"):
+    with pytest.raises(CommandError, match=r"impressions.csv, line 1: missing columns \['weekday', 'hour'"):
         evaluate("ipinyou", tmp_path / "train", tmp_path / "test")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from catalog.models import Customer, Event, Product
@@ -83,6 +85,38 @@ def test_a_batch_with_one_bad_event_writes_nothing(storefront_client):
     errors = response.json()["events"]
     assert "type" in errors["2"]
     assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timestamp", "9999-12-31T23:59:59-10:00"),  # year 10000 in UTC
+        ("timestamp", "0001-01-01T00:00:00+14:00"),  # BC in UTC
+        ("timestamp", "1999-12-31T23:59:59Z"),
+        ("timestamp", "2999-01-01T00:00:00Z"),
+        ("client_event_id", "a\u0000b"),
+        ("session", "\u0000"),
+        ("customer", "c\u0000"),
+        ("client_event_id", "x\ud800"),
+    ],
+)
+def test_an_event_out_of_the_time_window_or_with_nul_or_surrogates_is_a_400(storefront_client, field, value):
+    sku = ProductFactory().sku
+    bad = {**event(2, sku), field: value}
+    body = json.dumps({"events": [event(1, sku), bad]})  # ASCII: "\\ud800" travels as its JSON escape
+    response = storefront_client.post("/api/v1/events", body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert field in response.json()["events"]["1"]
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/events", "/api/v1/chat/messages", "/api/v1/ads/select", "/api/v1/search/clicks"]
+)
+def test_json_nested_thousands_deep_is_a_400(storefront_client, path):
+    body = "[" * 5000 + "]" * 5000
+    response = storefront_client.post(path, body, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
 
 
 def test_unknown_sku_is_named_in_the_error(storefront_client):

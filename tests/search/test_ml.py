@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 
+from backbone.metrics import ndcg_at_k
 from search import ml
-from search.metrics import ndcg_at_k
 
 
 def test_corrector_fixes_one_edit_typos_with_the_most_frequent_word():

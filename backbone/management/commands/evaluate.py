@@ -7,8 +7,9 @@ Progress and logs go to stderr.
 
 The evaluation never changes the operator's data: the evaluator runs inside a transaction that
 is always rolled back, so even a stray write to the catalogue or the model versions vanishes.
-Evaluators report unusable input (a missing file or column) with ``ValueError`` or
-``FileNotFoundError``; the command turns those into a ``CommandError``.
+Evaluators read their folders with :func:`backbone.evaluation.read_table` and report unusable
+input (a missing file or column) with :class:`backbone.evaluation.EvaluationInputError` (a
+``ValueError``); the command turns any ``ValueError`` or ``FileNotFoundError`` into a ``CommandError``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,24 @@
-"""Ranking metrics against answers worked out by hand."""
+"""The shared ranking metrics against answers worked out by hand, and NDCG against scikit-learn's."""
 
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
+from sklearn.metrics import ndcg_score
 
-from search.metrics import dcg, gain, ndcg_at_k, recall_at_k, reciprocal_rank, relevant_items
+from backbone.metrics import (
+    binary_ndcg_at_k,
+    dcg,
+    gain,
+    hit_rate_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    reciprocal_rank,
+    relevant_items,
+)
 
 JUDGED = {"a": 3.0, "b": 2.0, "c": 1.0}
 
@@ -70,3 +82,41 @@ def test_ndcg_matches_a_direct_formula_on_a_longer_ranking():
     actual = g["p3"] / math.log2(2) + g["p1"] / math.log2(3) + g["p2"] / math.log2(5)
     ideal = g["p2"] / math.log2(2) + g["p4"] / math.log2(3) + g["p1"] / math.log2(4)
     assert ndcg_at_k(ranking, judged, k=10) == pytest.approx(actual / ideal)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10, 40])
+def test_ndcg_equals_sklearn_ndcg_score_given_the_gains_as_linear_relevance(k):
+    # The definitions coincide when the ranking holds every judged product and no two scores tie:
+    # scikit-learn gains y_true linearly, so its y_true is our gain 2^(relevance-1) - 1 of each item.
+    rng = random.Random(3)
+    items = [f"p{i}" for i in range(30)]
+    judged = {item: rng.choice([1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0]) for item in rng.sample(items, 15)}
+    ranking = rng.sample(items, len(items))
+    y_true = [[gain(judged.get(item, 0.0)) for item in ranking]]
+    y_score = [list(range(len(ranking), 0, -1))]  # ranking order, no ties
+    assert ndcg_at_k(ranking, judged, k=k) == pytest.approx(ndcg_score(y_true, y_score, k=k), abs=1e-12)
+
+
+def test_binary_ndcg_equals_sklearn_and_graded_ndcg_at_relevance_two():
+    ranking, relevant = ["x", "a", "y", "z", "b", "w"], {"a", "b"}
+    y_true = [[1.0 if item in relevant else 0.0 for item in ranking]]
+    y_score = [np.arange(len(ranking), 0, -1)]
+    for k in (1, 2, 5, 10):
+        expected = ndcg_score(y_true, y_score, k=k)
+        assert binary_ndcg_at_k(ranking, relevant, k=k) == pytest.approx(expected, abs=1e-12)
+        assert binary_ndcg_at_k(ranking, relevant, k=k) == ndcg_at_k(ranking, dict.fromkeys(relevant, 2.0), k=k)
+
+
+def test_binary_ndcg_and_recall_count_relevant_items_no_ranking_holds():
+    # "a" found at rank 2; one more relevant item could not be ranked: ideal = 2 hits at the top
+    assert binary_ndcg_at_k(["x", "a"], {"a"}, k=10, n_relevant=2) == pytest.approx(
+        (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    )
+    assert recall_at_k(["x", "a"], {"a"}, k=10, n_relevant=2) == 0.5
+    assert binary_ndcg_at_k(["x"], set(), k=10) == 0.0
+
+
+def test_hit_rate_is_one_when_a_relevant_item_is_in_the_top_k():
+    assert hit_rate_at_k(["x", "a"], {"a"}, k=2) == 1.0
+    assert hit_rate_at_k(["x", "a"], {"a"}, k=1) == 0.0
+    assert hit_rate_at_k([], {"a"}) == 0.0
