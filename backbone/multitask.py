@@ -186,9 +186,10 @@ class MultiTaskTrainer:
             scheduler.step()
             value = float(loss.detach())
             running[name] = 0.9 * running.get(name, value) + 0.1 * value
-            if (step + 1) % report_every == 0 or step + 1 == len(schedule):
+            milestone = (step + 1) % report_every == 0 or step + 1 == len(schedule)
+            if milestone:
                 history.append({"step": step + 1, **{f"loss_{k}": round(v, 4) for k, v in running.items()}})
-            if (step + 1) % report_every == 0 or step + 1 == len(schedule) or time.monotonic() - reported > 30:
+            if milestone or time.monotonic() - reported > 30:
                 reported = time.monotonic()  # at least every 30 s, so a slow machine still shows progress
                 losses = ", ".join(f"{k} loss {v:.3f}" for k, v in running.items())
                 self.progress(0.05 + 0.9 * (step + 1) / len(schedule), f"step {step + 1}/{len(schedule)}: {losses}")
