@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from pgvector.django import VectorField
 
 from backbone.models import TrainedModel
@@ -150,8 +151,9 @@ def new_token() -> str:
 class ServedImpression(models.Model):
     """An ad shown in a slot; its token is what a click reports. Clicked and charged at most once.
 
-    ``price`` is what a click on it costs (generalised second price, fixed when served);
-    ``charged`` is what was actually charged (0 when the click came after the budget was spent).
+    ``price`` is what a click on it costs (generalised second price, fixed when served) and what it
+    reserves on its campaign's budget of the serving day while the token is clickable (``ads.budget``);
+    ``charged`` is what was actually charged (0 only when the budget was lowered after serving).
     """
 
     token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
@@ -165,7 +167,8 @@ class ServedImpression(models.Model):
     features = models.JSONField(default=dict, blank=True, help_text="Context fields the pCTR model saw.")
     context_text = models.TextField(blank=True)
     model_name = models.CharField(max_length=100, blank=True)
-    served_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # set by selection (not auto_now_add): the time its budget reservation was checked at
+    served_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
     charged = models.DecimalField(**MONEY, null=True, blank=True)
 

@@ -6,10 +6,10 @@ second price: the smallest cost per click that would still have kept the ad's ra
 ``max(next ad's bid x pCTR, reserve) / own pCTR``, never more than the ad's own bid. The price
 is fixed when the ad is served and stored with the impression's token.
 
-Budgets: a click is charged through one conditional UPDATE of the campaign's spend row for the
-day (``amount <= budget - price``), so concurrent clicks can never push spend past the daily
-budget; a click that would is recorded but not charged. Each token is clicked at most once
-(a conditional UPDATE on ``clicked_at IS NULL``).
+Budgets (``ads.budget``): a served token reserves its price on its campaign's daily budget while it
+can be clicked; an ad is served only while spend + reserved + its price fits the budget, so a click
+on a live token is always charged (one conditional UPDATE that never passes the budget), one on an
+expired token is refused, and each token is clicked at most once (``clicked_at IS NULL``).
 """
 
 from __future__ import annotations
@@ -19,22 +19,23 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from ads import budget
 from ads.data import CtrData
 from ads.metrics import ctr_metrics
 from ads.ml import CtrConfig, CtrModel, fit_ctr_model
-from ads.models import Ad, AdSlot, Campaign, CampaignSpend, CtrModelVersion, ServedImpression
+from ads.models import Ad, AdSlot, Campaign, CtrModelVersion, ServedImpression
 from backbone import errors, lifecycle
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ class UnknownImpression(AdsError, errors.NotFound):
 
 class AlreadyClicked(AdsError, errors.Conflict):
     """The impression was clicked before; it is not charged again (the API answers 409)."""
+
+    status_code = errors.Conflict.status_code
+
+
+class ExpiredToken(AdsError, errors.Conflict):
+    """The impression's token is past its click window; the click is neither recorded nor charged (409)."""
 
     status_code = errors.Conflict.status_code
 
@@ -175,14 +182,14 @@ def serving_catalogue() -> Catalogue:
 
 
 def eligible_ads(*, context: Context, now: datetime) -> list[Ad]:
-    """Ads that match the context and whose campaign can still afford one click today (spend read now)."""
-    spent = dict(CampaignSpend.objects.filter(day=now.date()).values_list("campaign_id", "amount"))
+    """Ads that match the context and whose campaign can afford one more click today beyond spend and reservations."""
+    committed = budget.committed_amounts(now=now)
     matches: dict[int, bool] = {}
     eligible = []
     for ad in serving_catalogue().ads:
         campaign = ad.campaign
         if campaign.pk not in matches:
-            affordable = campaign.daily_budget >= spent.get(campaign.pk, Decimal("0")) + campaign.bid_per_click
+            affordable = campaign.daily_budget >= committed.get(campaign.pk, Decimal("0")) + campaign.bid_per_click
             matches[campaign.pk] = affordable and campaign_matches(campaign, context, now)
         if matches[campaign.pk]:
             eligible.append(ad)
@@ -341,8 +348,9 @@ def money(value: float | Decimal) -> Decimal:
 def select_ads(*, slot: str, query: str = "", product: str = "", customer: str = "", k: int = 1) -> dict[str, Any]:
     """Pick up to ``k`` ads (one per campaign) for a slot by expected value bid x pCTR above the reserve.
 
-    Side effects: one ServedImpression row (with a fresh token) per ad returned.
-    Raises AdsError for an unknown or inactive slot or an unknown product.
+    Side effects: one ServedImpression row (with a fresh token) per ad returned, reserving its price on
+    its campaign's budget (``budget.reserve_and_save`` leaves out an ad whose budget a concurrent
+    selection filled). Raises AdsError for an unknown or inactive slot or an unknown product.
     """
     slot_row = AdSlot.objects.filter(name=slot, active=True).first()
     if slot_row is None:
@@ -371,9 +379,10 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
                 features=serving_features(ad=ad, slot=slot_row, context=context, now=now),
                 context_text=context.text[:1000],
                 model_name=model_name,
+                served_at=now,
             )
         )
-    ServedImpression.objects.bulk_create(impressions)
+    impressions = budget.reserve_and_save(impressions=impressions, now=now)
     return {
         "slot": slot_row.name,
         "model": model_name,
@@ -413,38 +422,36 @@ def served_ad(imp: ServedImpression) -> dict[str, Any]:
     }
 
 
-def charge_campaign(*, campaign: Campaign, day: date, price: Decimal) -> bool:
-    """Add ``price`` to the campaign's spend of ``day`` unless that would pass its daily budget.
-
-    One conditional UPDATE (the row lock serialises concurrent charges; PostgreSQL re-checks the
-    condition on the locked row), so spend never exceeds the budget. Returns whether it charged.
-    """
-    CampaignSpend.objects.bulk_create([CampaignSpend(campaign=campaign, day=day)], ignore_conflicts=True)
-    return bool(
-        CampaignSpend.objects.filter(campaign=campaign, day=day, amount__lte=campaign.daily_budget - price).update(
-            amount=F("amount") + price, clicks=F("clicks") + 1
-        )
-    )
-
-
 def record_click(*, token: str) -> dict[str, Any]:
-    """Record the click of a served impression once and charge its campaign.
+    """Record the click of a served impression once and charge its campaign from the token's reservation.
 
-    Raises UnknownImpression for an unknown token and AlreadyClicked for one clicked before (never charged twice).
-    Side effects: sets ``clicked_at`` and ``charged`` on the impression, adds to the day's spend.
+    Raises UnknownImpression for an unknown token, AlreadyClicked for one clicked before (never charged
+    twice), ExpiredToken for one past its click window. Side effects: sets ``clicked_at`` and ``charged``
+    on the impression, adds to the spend of the day it was served (whose budget holds its reservation).
     """
     now = timezone.now()
+    cutoff = budget.token_cutoff(now)
     with transaction.atomic():
-        claimed = ServedImpression.objects.filter(token=token, clicked_at__isnull=True).update(clicked_at=now)
-        if not claimed:
-            if ServedImpression.objects.filter(token=token).exists():
-                raise AlreadyClicked("this impression was already clicked; it is not charged again", field="token")
-            raise UnknownImpression("unknown impression token", field="token")
+        live = ServedImpression.objects.filter(token=token, clicked_at__isnull=True, served_at__gt=cutoff)
+        if not live.update(clicked_at=now):
+            refuse_click(token)
         impression = ServedImpression.objects.select_related("campaign").get(token=token)
-        charged = charge_campaign(campaign=impression.campaign, day=now.date(), price=impression.price)
+        day = impression.served_at.date()
+        charged = budget.charge_campaign(campaign=impression.campaign, day=day, price=impression.price)
         impression.charged = impression.price if charged else Decimal("0")
         impression.save(update_fields=["charged"])
     return {"token": token, "ad_id": impression.ad_id, "charged": impression.charged, "budget_exhausted": not charged}
+
+
+def refuse_click(token: str) -> NoReturn:
+    """Raise why ``token`` cannot be clicked: unknown, clicked before, or expired."""
+    impression = ServedImpression.objects.filter(token=token).values("clicked_at").first()
+    if impression is None:
+        raise UnknownImpression("unknown impression token", field="token")
+    if impression["clicked_at"] is not None:
+        raise AlreadyClicked("this impression was already clicked; it is not charged again", field="token")
+    minutes = budget.CLICK_TOKEN_SECONDS // 60
+    raise ExpiredToken(f"this ad token expired {minutes} minutes after it was served; not charged", field="token")
 
 
 # --- pCTR training ---------------------------------------------------------------------------

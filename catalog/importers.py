@@ -71,12 +71,19 @@ def read_csv(path: Path, required: list[str], options: ImportOptions) -> Iterato
                     raise DatasetError(path, reader.line_num, f"expected {len(reader.fieldnames)} fields")
                 yield reader.line_num, row
         except csv.Error as exc:
-            raise DatasetError(path, reader.line_num, f"unreadable row ({exc})") from None
+            # DictReader.line_num still holds the previous row's last line; the csv reader's is the failing one.
+            raise DatasetError(path, reader.reader.line_num, f"unreadable row ({exc})") from None
 
 
 def decoded_lines(path: Path, lines: Iterator[bytes]) -> Iterator[str]:
-    """Decode a file's lines as UTF-8 one by one, so an error names the exact line."""
+    """Decode a file's lines as UTF-8 one by one, so an error names the exact line.
+
+    A NUL byte is refused here: the csv module reads it, but PostgreSQL text cannot hold it.
+    """
     for number, raw in enumerate(lines, start=1):
+        nul = raw.find(b"\0")
+        if nul >= 0:
+            raise DatasetError(path, number, f"contains a NUL byte (at byte {nul} of the line)")
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:

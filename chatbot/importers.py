@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.importers import DatasetError, ImportOptions, insert_new, read_csv, text_field
 from chatbot.models import Intent, IntentExample
 from chatbot.services import schedule_prototypes
+
+logger = logging.getLogger(__name__)
 
 OUT_OF_SCOPE = "oos"  # CLINC150's label for messages no intent covers
 
@@ -26,21 +30,45 @@ class Example:
 def import_banking77(data_dir: Path, options: ImportOptions) -> dict[str, int]:
     """Import BANKING77's train.csv (``text``, ``category``) as training examples of 77 intents.
 
-    Texts are stripped: four messages repeat another but for surrounding newlines and are stored
-    once (9,999 examples from 10,003 rows).
+    Every category must be one of categories.json's (a misspelt label would become a 78th
+    intent); a folder without categories.json is imported unchecked, with a warning. Texts are
+    stripped: four messages repeat another but for surrounding newlines and are stored once
+    (9,999 examples from 10,003 rows).
     """
     path = data_dir / "train.csv"
-    examples = [
-        Example(
-            intent=text_field(path, line, row, "category", max_length=90),
-            domain="",
-            text=text_field(path, line, row, "text", max_length=10_000),
-            split=IntentExample.Split.TRAIN,
-            source="banking77/train.csv",
+    categories = read_categories(data_dir / "categories.json")
+    examples = []
+    for line, row in read_csv(path, ["text", "category"], options):
+        category = text_field(path, line, row, "category", max_length=90)
+        if categories is not None and category not in categories:
+            raise DatasetError(path, line, f"category {category!r} is not listed in categories.json")
+        text = text_field(path, line, row, "text", max_length=10_000)
+        examples.append(
+            Example(
+                intent=category, domain="", text=text, split=IntentExample.Split.TRAIN, source="banking77/train.csv"
+            )
         )
-        for line, row in read_csv(path, ["text", "category"], options)
-    ]
     return save_examples("banking77", examples, options)
+
+
+def read_categories(path: Path) -> frozenset[str] | None:
+    """The category names listed in BANKING77's categories.json, or None (and a warning) without one.
+
+    A missing file is a warning, not an error: ``split_dataset banking77`` writes train folders
+    without it, and those import as before. A malformed file is a DatasetError.
+    """
+    if not path.exists():
+        logger.warning("%s not found: the categories of train.csv are not checked", path)
+        return None
+    try:
+        names = json.loads(path.read_bytes())
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, None, f"not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, exc.lineno, f"not JSON ({exc.msg})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
+        raise DatasetError(path, None, "expected a JSON list of category names")
+    return frozenset(names)
 
 
 def import_clinc150(data_dir: Path, options: ImportOptions) -> dict[str, int]:

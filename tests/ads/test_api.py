@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import F
 
+from ads import budget
 from ads.models import CampaignSpend, CtrModelVersion, ServedImpression
 from backbone import lifecycle
 from backbone.models import TrainingJob
@@ -78,6 +81,21 @@ def test_unknown_token_is_404_and_replayed_click_is_409_charged_once(storefront_
     assert (unknown.status_code, missing.status_code, first.status_code, replay.status_code) == (404, 400, 201, 409)
     assert "token" in unknown.json() and "token" in replay.json()
     assert CampaignSpend.objects.get().clicks == 1
+
+
+def test_click_on_an_expired_token_is_409_and_charges_nothing(storefront_client, paid_slot):
+    AdFactory()
+    token = storefront_client.post("/api/v1/ads/select", {"slot": "search-top"}, format="json").json()["ads"][0][
+        "token"
+    ]
+    window = timedelta(seconds=budget.CLICK_TOKEN_SECONDS)
+    ServedImpression.objects.filter(token=token).update(served_at=F("served_at") - window)
+
+    response = storefront_client.post("/api/v1/ads/clicks", {"token": token}, format="json")
+
+    assert response.status_code == 409
+    assert "expired" in response.json()["token"][0]
+    assert not CampaignSpend.objects.filter(clicks__gt=0).exists()
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
-from ads import services
+from ads import budget, services
 from ads.models import CampaignSpend, ServedImpression
 from tests.ads.conftest import AdFactory, AdSlotFactory, CampaignFactory
 from tests.factories import ProductFactory
@@ -113,51 +114,149 @@ def test_unknown_token_is_refused_and_charges_nothing():
     assert not CampaignSpend.objects.exists()
 
 
-def test_click_beyond_the_budget_is_recorded_but_not_charged():
-    slot = AdSlotFactory(name="budget", reserve_price=Decimal("0.009"))  # a lone ad pays reserve / pCTR (about 0.9)
-    campaign = CampaignFactory(daily_budget=Decimal("1.5"), bid_per_click=Decimal("1"))
-    AdFactory(campaign=campaign)
-    tokens = [services.select_ads(slot=slot.name)["ads"][0]["token"] for _ in range(2)]
-    first_price = ServedImpression.objects.get(token=tokens[0]).price
+def serve_until_refused(slot_name: str, most: int = 50) -> list[str]:
+    """Select ads in ``slot_name`` until none is served (or ``most`` times); return the tokens served."""
+    tokens = []
+    for _ in range(most):
+        ads = services.select_ads(slot=slot_name)["ads"]
+        if not ads:
+            break
+        tokens.append(ads[0]["token"])
+    return tokens
 
+
+def test_outstanding_tokens_reserve_the_budget_so_every_click_on_them_is_charged():
+    slot = AdSlotFactory(name="budget", reserve_price=Decimal("0.009"))  # a lone ad pays reserve / pCTR (about 0.9)
+    campaign = CampaignFactory(daily_budget=Decimal("3"), bid_per_click=Decimal("1"))
+    AdFactory(campaign=campaign)
+
+    tokens = serve_until_refused(slot.name)
     charged = [services.record_click(token=t)["charged"] for t in tokens]
 
-    assert Decimal("0.9") <= first_price <= Decimal("1")
-    assert charged == [first_price, Decimal("0")]
-    assert CampaignSpend.objects.get().amount == first_price
-    assert ServedImpression.objects.filter(clicked_at__isnull=False).count() == 2
+    prices = [ServedImpression.objects.get(token=t).price for t in tokens]
+    assert len(tokens) == 3  # a 4th token would reserve more than the budget (4 x 0.9+)
+    assert charged == prices and all(c > 0 for c in charged)
+    assert CampaignSpend.objects.get().amount == sum(prices) <= campaign.daily_budget
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_clicks_never_push_spend_past_the_daily_budget():
-    slot = AdSlotFactory(name="concurrent", reserve_price=Decimal("0.009"))  # each click costs 0.9-1.0
-    campaign = CampaignFactory(daily_budget=Decimal("5"), bid_per_click=Decimal("1"))
+def test_a_click_turns_its_reservation_into_spend():
+    slot = AdSlotFactory(name="budget", reserve_price=Decimal("0.009"))
+    campaign = CampaignFactory(daily_budget=Decimal("1.8"), bid_per_click=Decimal("1"))
     AdFactory(campaign=campaign)
-    tokens = [services.select_ads(slot=slot.name)["ads"][0]["token"] for _ in range(20)]
-    tokens += tokens[:10]  # replays race with first clicks too
-    results: list = []
-    errors: list = []
-    barrier = threading.Barrier(10)
+    [token] = serve_until_refused(slot.name)  # 0.9 reserved: no room for another click at the bid of 1
+    price = ServedImpression.objects.get(token=token).price
+    now = timezone.now()
+    reserved = budget.committed_amounts(now=now)
 
-    def click(batch):
+    services.record_click(token=token)
+
+    assert reserved == budget.committed_amounts(now=now) == {campaign.pk: price}
+    assert CampaignSpend.objects.get().amount == price
+    assert serve_until_refused(slot.name) == []
+
+
+def test_an_expired_token_releases_its_reservation_and_its_click_is_refused_uncharged():
+    slot = AdSlotFactory(name="budget", reserve_price=Decimal("0.009"))
+    AdFactory(campaign=CampaignFactory(daily_budget=Decimal("1.5"), bid_per_click=Decimal("1")))
+    [old] = serve_until_refused(slot.name)
+    window = timedelta(seconds=budget.CLICK_TOKEN_SECONDS)
+    ServedImpression.objects.filter(token=old).update(served_at=F("served_at") - window)
+
+    [new] = serve_until_refused(slot.name)
+    with pytest.raises(services.ExpiredToken, match="expired") as expired:
+        services.record_click(token=old)
+    fresh = services.record_click(token=new)
+
+    assert expired.value.field == "token"
+    assert ServedImpression.objects.get(token=old).clicked_at is None
+    assert fresh["charged"] > 0 and CampaignSpend.objects.get().amount == fresh["charged"]
+
+
+def test_click_after_the_budget_was_lowered_is_recorded_but_not_charged():
+    slot = AdSlotFactory(name="budget", reserve_price=Decimal("0.009"))
+    campaign = CampaignFactory(daily_budget=Decimal("1.5"), bid_per_click=Decimal("1"))
+    AdFactory(campaign=campaign)
+    [token] = serve_until_refused(slot.name)
+    campaign.daily_budget = Decimal("0.5")
+    campaign.save()
+
+    click = services.record_click(token=token)
+
+    assert (click["charged"], click["budget_exhausted"]) == (Decimal("0"), True)
+    assert CampaignSpend.objects.get().amount == Decimal("0")
+    assert ServedImpression.objects.get(token=token).clicked_at is not None
+
+
+def test_a_click_after_midnight_is_charged_to_the_day_its_token_was_served(monkeypatch):
+    slot = AdSlotFactory(name="budget")
+    AdFactory(campaign=CampaignFactory())
+    before_midnight = datetime(2030, 5, 1, 23, 59, 30, tzinfo=UTC)
+    monkeypatch.setattr(timezone, "now", lambda: before_midnight)
+    [token] = serve_until_refused(slot.name, most=1)
+    monkeypatch.setattr(timezone, "now", lambda: before_midnight + timedelta(minutes=1))
+
+    services.record_click(token=token)
+
+    assert CampaignSpend.objects.get(amount__gt=0).day == before_midnight.date()
+
+
+def run_concurrently(work, items: list, threads: int = 10) -> None:
+    """Run ``work(batch)`` on ``threads`` threads started together, each with every ``threads``-th item."""
+    barrier = threading.Barrier(threads)
+
+    def run(batch):
         try:
             barrier.wait()
-            for token in batch:
-                try:
-                    results.append(services.record_click(token=token)["charged"])
-                except services.AlreadyClicked as exc:
-                    errors.append(exc.field)
+            work(batch)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=click, args=(tokens[i::10],)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [threading.Thread(target=run, args=(items[i::threads],)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_selections_never_reserve_past_the_daily_budget():
+    slot = AdSlotFactory(name="concurrent", reserve_price=Decimal("0.009"))  # each click costs 0.9-1.0
+    campaign = CampaignFactory(daily_budget=Decimal("5"), bid_per_click=Decimal("1"))
+    AdFactory(campaign=campaign)
+    tokens: list[str] = []
+
+    def select(batch):
+        for _ in batch:
+            tokens.extend(ad["token"] for ad in services.select_ads(slot=slot.name)["ads"])
+
+    run_concurrently(select, list(range(30)))
+    charged = [services.record_click(token=t)["charged"] for t in tokens]
+
+    assert len(tokens) == 5  # 5 x 0.9+ fits the budget of 5, a 6th would not
+    assert all(c > 0 for c in charged)
+    assert CampaignSpend.objects.get(campaign=campaign).amount == sum(charged) <= campaign.daily_budget
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_clicks_charge_each_token_once_and_never_push_spend_past_the_daily_budget():
+    slot = AdSlotFactory(name="concurrent", reserve_price=Decimal("0.009"))  # each click costs 0.9-1.0
+    campaign = CampaignFactory(daily_budget=Decimal("5"), bid_per_click=Decimal("1"))
+    AdFactory(campaign=campaign)
+    tokens = serve_until_refused(slot.name)
+    results: list = []
+    errors: list = []
+
+    def click(batch):
+        for token in batch:
+            try:
+                results.append(services.record_click(token=token)["charged"])
+            except services.AlreadyClicked as exc:
+                errors.append(exc.field)
+
+    run_concurrently(click, tokens * 2)  # every token clicked twice, the replays racing the first clicks
 
     spend = CampaignSpend.objects.get(campaign=campaign)
-    assert spend.clicks == 5 and Decimal("4.5") <= spend.amount <= Decimal("5")
-    assert sum(results) == spend.amount and len(results) == 20
-    assert errors == ["token"] * 10
+    assert len(tokens) == spend.clicks == 5 and Decimal("4.5") <= spend.amount <= Decimal("5")
+    assert sum(results) == spend.amount and len(results) == 5 and all(c > 0 for c in results)
+    assert errors == ["token"] * 5
     assert ServedImpression.objects.filter(charged__gt=0).count() == 5

@@ -190,3 +190,33 @@ def test_a_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     (folder / "train.csv").write_bytes(b"text,category\nhello,greeting\ncaf\xe9 card,card_arrival\n")
     with pytest.raises(CommandError, match=r"train.csv, line 3: not UTF-8"):
         import_dataset("banking77", folder)
+
+
+def test_a_row_the_csv_parser_rejects_is_reported_at_its_own_line(tmp_path):
+    field_too_long = '"' + "x" * 200_000 + '"'  # past the csv module's field size limit
+    (tmp_path / "items.csv").write_text(f"StockCode,Description\n85123A,MUG\n10001,{field_too_long}\n")
+    (tmp_path / "transactions.csv").write_text(RETAIL_HEADER + "\n")
+
+    with pytest.raises(CommandError, match=r"items\.csv, line 3: unreadable row \(field larger than field limit"):
+        import_dataset("online_retail", tmp_path)
+
+
+def test_a_parser_error_inside_a_quoted_multiline_field_names_the_physical_line(tmp_path):
+    long_tail = "x" * 200_000
+    (tmp_path / "items.csv").write_text(f'StockCode,Description\n10001,"two\nlines {long_tail}"\n')
+    (tmp_path / "transactions.csv").write_text(RETAIL_HEADER + "\n")
+
+    with pytest.raises(CommandError, match=r"items\.csv, line 3: unreadable row"):
+        import_dataset("online_retail", tmp_path)
+
+
+def test_a_nul_byte_in_a_title_aborts_the_import_naming_file_and_line(tmp_path):
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n1,Toy Story (1995),Comedy\n2,Jumanji\x00 (1995),Adventure\n", encoding="utf-8"
+    )
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+
+    with pytest.raises(CommandError, match=r"nothing imported: .*movies\.csv, line 3: contains a NUL byte"):
+        import_dataset("movielens", tmp_path)
+
+    assert stored_counts() == (0, 0, 0)

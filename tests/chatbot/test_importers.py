@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 from django.core.management import CommandError
 
@@ -74,6 +77,66 @@ def test_row_with_a_missing_field_aborts_the_import(tmp_path):
     (tmp_path / "train.csv").write_text("text,category\nwhere is my card?,card_arrival\nno label here\n")
 
     with pytest.raises(CommandError, match=r"train\.csv, line 3: expected 2 fields"):
+        import_dataset("banking77", tmp_path)
+
+    assert stored_counts() == (0, 0)
+
+
+def write_banking77(folder, rows: str, categories: list[str] | None = None) -> None:
+    """A tiny BANKING77 folder: train.csv with ``rows`` under its header, and categories.json if given."""
+    (folder / "train.csv").write_text("text,category\n" + rows, encoding="utf-8")
+    if categories is not None:
+        (folder / "categories.json").write_text(json.dumps(categories), encoding="utf-8")
+
+
+def test_category_missing_from_categories_json_aborts_the_import_naming_file_and_line(tmp_path):
+    write_banking77(
+        tmp_path, "where is my card?,card_arrival\nmy pin is blocked,pin_blockd\n", ["card_arrival", "pin_blocked"]
+    )
+
+    with pytest.raises(
+        CommandError,
+        match=r"nothing imported: .*train\.csv, line 3: category 'pin_blockd' is not listed in categories\.json",
+    ):
+        import_dataset("banking77", tmp_path)
+
+    assert stored_counts() == (0, 0)
+
+
+def test_categories_json_is_only_checked_against_not_imported_as_intents(tmp_path):
+    write_banking77(tmp_path, "where is my card?,card_arrival\n", ["card_arrival", "pin_blocked"])
+
+    counts = import_dataset("banking77", tmp_path)
+
+    assert (counts["intents"], counts["examples"]) == (1, 1)
+    assert list(Intent.objects.values_list("name", flat=True)) == ["card_arrival"]
+
+
+def test_folder_without_categories_json_imports_with_a_warning(tmp_path, caplog):
+    write_banking77(tmp_path, "where is my card?,card_arrival\n")
+
+    with caplog.at_level(logging.WARNING, logger="chatbot.importers"):
+        counts = import_dataset("banking77", tmp_path)
+
+    assert (counts["intents"], counts["examples"]) == (1, 1)
+    [record] = [r for r in caplog.records if r.name == "chatbot.importers"]
+    assert record.levelno == logging.WARNING
+    assert "categories.json" in record.getMessage() and "not checked" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ('[\n  "card_arrival",\n  oops\n]', r"categories\.json, line 3: not JSON"),
+        ('{"card_arrival": 1}', r"categories\.json: expected a JSON list of category names"),
+        ('["card_arrival", ""]', r"categories\.json: expected a JSON list of category names"),
+    ],
+)
+def test_malformed_categories_json_aborts_the_import_naming_the_file(tmp_path, content, error):
+    write_banking77(tmp_path, "where is my card?,card_arrival\n")
+    (tmp_path / "categories.json").write_text(content, encoding="utf-8")
+
+    with pytest.raises(CommandError, match=f"nothing imported: .*{error}"):
         import_dataset("banking77", tmp_path)
 
     assert stored_counts() == (0, 0)

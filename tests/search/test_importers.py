@@ -90,3 +90,14 @@ def test_titles_are_stored_as_text_with_html_entities_unescaped(tmp_path):
         "2": "Corner Baker's Rack 36\" Wide",
         "3": "Plain title & co",  # html.unescape also reads an entity without its semicolon
     }
+
+
+def test_a_nul_byte_in_a_product_title_names_file_and_line(tmp_path):
+    (tmp_path / "products.csv").write_bytes(b"product_uid,product_title\n1,Angle bracket\n2,Simpson\x00 Strong-Tie\n")
+    (tmp_path / "queries.csv").write_text("query_id,query\nq1,angle bracket\n")
+    (tmp_path / "labels.csv").write_text("id,query_id,product_uid,product_title,relevance\n1,q1,1,x,3\n")
+
+    with pytest.raises(CommandError, match=r"products\.csv, line 3: contains a NUL byte"):
+        import_dataset("homedepot", tmp_path)
+
+    assert stored_counts() == (0, 0, 0)
