@@ -21,7 +21,7 @@ from ads.serializers import (
     CampaignSerializer,
 )
 from backbone.serializers import TrainingJobSerializer
-from catalog.auth import IsStorefrontOrStaff
+from catalog.auth import PublicAccess
 
 
 class AdvertiserViewSet(viewsets.ModelViewSet):
@@ -51,7 +51,7 @@ class AdSlotViewSet(viewsets.ModelViewSet):
 class AdSelectView(APIView):
     """Rank eligible ads by bid x pCTR above the slot's reserve; log each served ad with a click token."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(
         request=AdSelectRequestSerializer,
@@ -73,7 +73,7 @@ class AdSelectView(APIView):
 class AdClickView(APIView):
     """Record a click on a served ad once and charge its campaign (second price, within the daily budget)."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(
         request=AdClickRequestSerializer,

@@ -50,14 +50,14 @@ class ProductEmbeddingAdmin(admin.ModelAdmin):
 
 @admin.register(StorefrontKey)
 class StorefrontKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "active", "created_at", "last_used_at"]
-    list_filter = ["active"]
+    list_display = ["name", "scope", "prefix", "active", "created_at", "last_used_at"]
+    list_filter = ["scope", "active"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
 
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, raw = services.create_storefront_key(name=obj.name)
+        key, raw = services.create_storefront_key(name=obj.name, scope=obj.scope)
         obj.pk = key.pk
         messages.warning(request, f"New API key (shown only once): {raw}")

@@ -7,6 +7,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from catalog import throttles
 from catalog.models import StorefrontKey, hash_key
 
 
@@ -23,7 +24,9 @@ class StorefrontKeyAuthentication(authentication.BaseAuthentication):
                 return None
             raw = header[len(self.keyword) + 1 :].strip()
         key = StorefrontKey.objects.filter(key_hash=hash_key(raw), active=True).first()
-        if key is None:
+        if key is None:  # a valid key costs no lockout lookup; a wrong one from a locked-out client is a 429
+            throttles.refuse_if_locked(request)
+            throttles.record_failure(request)
             raise exceptions.AuthenticationFailed("Invalid or inactive API key.")
         if key.last_used_at is None or (timezone.now() - key.last_used_at).total_seconds() > 60:
             StorefrontKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
@@ -33,14 +36,36 @@ class StorefrontKeyAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
-class IsStorefrontOrStaff(permissions.BasePermission):
-    """Storefront keys and staff users may call read endpoints and ingest events."""
+class LockoutBasicAuthentication(authentication.BasicAuthentication):
+    """HTTP basic auth for staff; a client locked out by failed logins gets 429 before any password is hashed."""
+
+    def authenticate(self, request):
+        if request.headers.get("Authorization", "").lower().startswith("basic "):
+            throttles.refuse_if_locked(request)
+        return super().authenticate(request)
+
+
+def _is_staff(request) -> bool:
+    user = request.user
+    return bool(user and user.is_authenticated and user.is_staff)
+
+
+class PublicAccess(permissions.BasePermission):
+    """Any storefront key (public or server) or staff: what a browser may call."""
+
+    def has_permission(self, request, view):
+        return isinstance(request.auth, StorefrontKey) or _is_staff(request)
+
+
+class ServerAccess(permissions.BasePermission):
+    """A server-scope storefront key or staff: events, a named customer's recommendations and reasons."""
+
+    message = "This operation needs a server-scope key (the shop's back end), not a public one."
 
     def has_permission(self, request, view):
         if isinstance(request.auth, StorefrontKey):
-            return True
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
+            return request.auth.scope == StorefrontKey.Scope.SERVER
+        return _is_staff(request)
 
 
 class StorefrontKeyScheme(OpenApiAuthenticationExtension):
@@ -49,3 +74,11 @@ class StorefrontKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
+
+
+class LockoutBasicScheme(OpenApiAuthenticationExtension):
+    target_class = "catalog.auth.LockoutBasicAuthentication"
+    name = "basicAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic"}

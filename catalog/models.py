@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import UTC, datetime
 
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MinValueValidator
@@ -62,6 +63,19 @@ class Customer(models.Model):
         return self.external_id
 
 
+# The times Python (and so every read of an event) can represent, with a day to spare for time zones.
+# The API accepts a narrower window (EVENTS_EARLIEST to now + 1 day); rows outside this one, stored
+# before that check existed (year 10000, BC), made every training and that customer's reads fail.
+READABLE_TIMES = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+
+
+class EventManager(models.Manager):
+    """Events whose time can be read: every query of the platform (training, serving, admin) skips the others."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(timestamp__range=READABLE_TIMES)
+
+
 class Event(models.Model):
     """One behaviour event; ``client_event_id`` makes ingestion idempotent."""
 
@@ -82,6 +96,8 @@ class Event(models.Model):
     client_event_id = models.CharField(max_length=128, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = EventManager()
+
     class Meta:
         ordering = ["-timestamp", "-id"]
         indexes = [models.Index(fields=["customer", "-timestamp"], name="event_customer_recent")]
@@ -96,9 +112,19 @@ def hash_key(raw: str) -> str:
 
 
 class StorefrontKey(models.Model):
-    """An API key for the storefront: read endpoints and event ingestion."""
+    """An API key of a storefront, with a scope (as Algolia's search-only keys).
+
+    A **public** key is safe to ship in a browser: search, suggest, products, similar, popular,
+    bought-together, chat, ad select and click. A **server** key also sends events and reads a named
+    customer's recommendations and their reasons: it stays on the shop's back end.
+    """
+
+    class Scope(models.TextChoices):
+        PUBLIC = "public", "public (browser)"
+        SERVER = "server", "server (shop back end)"
 
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.SERVER)
     prefix = models.CharField(max_length=12, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     active = models.BooleanField(default=True)
@@ -112,8 +138,9 @@ class StorefrontKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @staticmethod
-    def generate_raw_key() -> str:
-        return "sk_" + secrets.token_urlsafe(32)
+    def generate_raw_key(scope: str = Scope.SERVER) -> str:
+        """A new secret: ``pk_...`` for a public key, ``sk_...`` for a server key (tells them apart in code)."""
+        return ("pk_" if scope == StorefrontKey.Scope.PUBLIC else "sk_") + secrets.token_urlsafe(32)
 
 
 class ProductEmbedding(models.Model):

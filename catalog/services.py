@@ -13,10 +13,10 @@ from catalog.models import Customer, Event, Product, StorefrontKey, hash_key
 logger = logging.getLogger(__name__)
 
 
-def create_storefront_key(*, name: str) -> tuple[StorefrontKey, str]:
-    """Create an API key; return the row and the raw key (shown once, stored only hashed)."""
-    raw = StorefrontKey.generate_raw_key()
-    key = StorefrontKey.objects.create(name=name, prefix=raw[:10], key_hash=hash_key(raw))
+def create_storefront_key(*, name: str, scope: str = StorefrontKey.Scope.SERVER) -> tuple[StorefrontKey, str]:
+    """Create an API key of ``scope``; return the row and the raw key (shown once, stored only hashed)."""
+    raw = StorefrontKey.generate_raw_key(scope)
+    key = StorefrontKey.objects.create(name=name, scope=scope, prefix=raw[:10], key_hash=hash_key(raw))
     return key, raw
 
 

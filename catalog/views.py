@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import services
-from catalog.auth import IsStorefrontOrStaff
+from catalog.auth import PublicAccess, ServerAccess
 from catalog.filters import ProductFilter
 from catalog.models import Product
 from catalog.serializers import EventBatchRequestSerializer, EventBatchResponseSerializer, ProductSerializer
@@ -23,7 +23,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     def get_permissions(self):
         if self.request.method in permissions.SAFE_METHODS:
-            return [IsStorefrontOrStaff()]
+            return [PublicAccess()]
         return [permissions.IsAdminUser()]
 
     @transaction.atomic
@@ -40,7 +40,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 class EventIngestView(APIView):
     """Store a batch of behaviour events; duplicates by ``client_event_id`` are ignored."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [ServerAccess]
 
     @extend_schema(request=EventBatchRequestSerializer, responses={201: EventBatchResponseSerializer})
     def post(self, request):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+from pathlib import Path
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -40,3 +42,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None or value == "":
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def state_secret_key(path: Path) -> str:
+    """The secret key kept in ``path``, made (random, mode 600) by the first process that needs it.
+
+    Every process of one platform (web, workers, commands) shares the state folder, so they agree
+    on the key without anyone having to set ``SECRET_KEY``.
+    """
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key

@@ -8,18 +8,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_str, state_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # All mutable state (embedded database, model versions, logs) lives under one folder.
 STATE_DIR = Path(env_str("STATE_DIR", str(BASE_DIR / "var"))).resolve()
 
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = env_bool("DEBUG", False)
+# SECRET_KEY, else a random key that the first process writes to STATE_DIR/secret_key.
+SECRET_KEY = env_str("SECRET_KEY") or state_secret_key(STATE_DIR / "secret_key")
+if not DEBUG and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("django-insecure-", "dev-only-"))):
+    raise ImproperlyConfigured("SECRET_KEY is a development or short key (under 50 characters) and DEBUG is false")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# HTTPS, for a platform behind a TLS proxy (platform/.env.example: the production values).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]  # the load balancer's plain-HTTP health check
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# "HTTP_X_FORWARDED_PROTO,https": the header (as in request.META) and value by which the proxy says HTTPS.
+_proxy_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_header) if len(_proxy_header) == 2 else None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +57,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIDMiddleware",  # first, so that every log line of a request carries its id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -88,6 +104,25 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Failed logins (a wrong staff password on the API or the admin, an unknown API key) per client
+# address: past the limit within the window, 429 with Retry-After, and no password is hashed.
+AUTHENTICATION_BACKENDS = ["catalog.throttles.LockoutModelBackend"]
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 20)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+# CACHE_URL (redis://...): one cache for every process. Empty: lockouts in the database (shared by
+# every process) and request rates in each web process's memory (so N workers allow up to N x the rate).
+CACHE_URL = env_str("CACHE_URL")
+if CACHE_URL:
+    CACHES = {
+        alias: {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": alias}
+        for alias in ("default", "throttle")
+    }
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "platform_cache"},
+        "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
+    }
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -111,7 +146,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "catalog.auth.StorefrontKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "catalog.auth.LockoutBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -121,6 +156,14 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # per key (or staff user) and per client address; 429 with Retry-After (catalog/throttles.py)
+    "DEFAULT_THROTTLE_CLASSES": ["catalog.throttles.KeyRateThrottle", "catalog.throttles.AddressRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "key": env_str("THROTTLE_RATE_KEY", "100/s"),
+        "ip": env_str("THROTTLE_RATE_IP", "200/s"),
+    },
+    # proxies in front that append to X-Forwarded-For; 0: the client is REMOTE_ADDR (the header is ignored)
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # the project's service errors (backbone.errors) as JSON 400/404/409, then DRF's own
@@ -160,8 +203,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# beat (embedded in the default worker) sends the reaper of dead training jobs every this many seconds.
+TRAINING_REAP_INTERVAL = env_int("TRAINING_REAP_INTERVAL", 60)
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": 60.0},
+    "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": float(TRAINING_REAP_INTERVAL)},
 }
 
 # The shared backbone.
@@ -177,12 +222,18 @@ MODELS_DIR = Path(env_str("MODELS_DIR", str(STATE_DIR / "models"))).resolve()
 # A running training job whose heartbeat is older than this is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 300)
 
+# Every request gets an id (an incoming X-Request-ID if plain, else a new one), answered in
+# X-Request-ID and written in each log line of the request; a 5xx logs its traceback under it.
+REQUEST_ID_RESPONSE_HEADER = "X-Request-ID"
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "log_request_id.filters.RequestIDFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"pgserver": {"level": "WARNING"}, "filelock": {"level": "WARNING"}},
 }

@@ -22,3 +22,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]
+
+# JSON under /api/, Django's HTML pages elsewhere (config/http_errors.py).
+handler400 = "config.http_errors.bad_request"
+handler403 = "config.http_errors.permission_denied"
+handler404 = "config.http_errors.page_not_found"
+handler500 = "config.http_errors.server_error"

@@ -25,7 +25,7 @@ bash platform/down.sh --keep-db >/dev/null 2>&1 || true
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput >/dev/null
 credentials=$(python manage.py bootstrap_platform)
-if [[ "$credentials" == *admin_password* || "$credentials" == *storefront_key* ]]; then
+if [[ "$credentials" == *admin_password* || "$credentials" == *_key* ]]; then
   echo "$credentials" | tee "$STATE_DIR/credentials.json"   # shown once: only hashes are stored
   chmod 600 "$STATE_DIR/credentials.json"
 fi
@@ -51,7 +51,7 @@ BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q bul
   --logfile "$STATE_DIR/log/worker-bulk.log" --pidfile "$STATE_DIR/run/worker-bulk.pid" --detach
 celery -A config worker -Q training -n "training@%h" --concurrency 1 --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-training.log" --pidfile "$STATE_DIR/run/worker-training.pid" --detach
-gunicorn config.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --timeout 120 --daemon \
+gunicorn config.wsgi -c config/gunicorn.conf.py --bind "127.0.0.1:$PORT" --daemon \
   --pid "$STATE_DIR/run/web.pid" --access-logfile "$STATE_DIR/log/web-access.log" --error-logfile "$STATE_DIR/log/web.log"
 
 for _ in $(seq 1 60); do

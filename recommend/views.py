@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from backbone.serializers import TrainingJobSerializer
 from backbone.services import start_training_job
-from catalog.auth import IsStorefrontOrStaff
+from catalog.auth import PublicAccess, ServerAccess
 from recommend import services
 from recommend.models import RecommenderModel
 from recommend.serializers import (
@@ -28,9 +28,11 @@ CATEGORY = OpenApiParameter("category", str, description="Only products in this 
 
 
 class CustomerRecommendView(APIView):
-    """Personalised "for you" items from the customer's newest events; popular-in-context as fallback."""
+    """Personalised "for you" items from the customer's newest events; popular-in-context as fallback.
 
-    permission_classes = [IsStorefrontOrStaff]
+    A server-scope key or staff: the answer names the customer's history in its reasons."""
+
+    permission_classes = [ServerAccess]
 
     @extend_schema(parameters=[K, CATEGORY], responses={200: RecommendResponseSerializer})
     def get(self, request, customer_id: str):
@@ -43,7 +45,7 @@ class CustomerRecommendView(APIView):
 
 
 class _ProductRecommendView(APIView):
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
     mode = "similar"
 
     @extend_schema(parameters=[K], responses={200: SimilarResponseSerializer})
@@ -69,7 +71,7 @@ class BoughtTogetherView(_ProductRecommendView):
 class PopularView(APIView):
     """Popular in-stock products, optionally in a category (the popularity-only endpoint)."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(parameters=[K, CATEGORY], responses={200: PopularResponseSerializer})
     def get(self, request):

@@ -7,7 +7,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.auth import IsStorefrontOrStaff
+from catalog.auth import PublicAccess
 from catalog.services import products_by_sku
 from search import services
 from search.serializers import (
@@ -23,7 +23,7 @@ from search.serializers import (
 class SearchView(APIView):
     """Products ranked for a query, with filters, facets over the whole match set, and pagination."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(parameters=[SearchRequestSerializer], responses={200: SearchResponseSerializer})
     def get(self, request):
@@ -53,7 +53,7 @@ class SearchView(APIView):
 class SuggestView(APIView):
     """Autocomplete from popular past queries and product titles, tolerant of typos."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(parameters=[SuggestRequestSerializer], responses={200: SuggestResponseSerializer})
     def get(self, request):
@@ -66,7 +66,7 @@ class SuggestView(APIView):
 class SearchClickView(APIView):
     """Log that the shopper opened a product from a search's results (training data for the ranker)."""
 
-    permission_classes = [IsStorefrontOrStaff]
+    permission_classes = [PublicAccess]
 
     @extend_schema(request=ClickRequestSerializer, responses={201: ClickResponseSerializer})
     def post(self, request):

@@ -20,6 +20,14 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(autouse=True)
+def _fresh_request_rates():
+    """Each test starts with no requests counted against the rate limits (all tests share one address)."""
+    from django.core.cache import caches
+
+    caches["throttle"].clear()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
@@ -40,6 +48,15 @@ def staff_client(staff_user) -> APIClient:
 @pytest.fixture
 def storefront_client(db) -> APIClient:
     _, raw = create_storefront_key(name="test storefront")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return client
+
+
+@pytest.fixture
+def public_client(db) -> APIClient:
+    """A browser's client: a public-scope key."""
+    _, raw = create_storefront_key(name="test browser", scope="public")
     client = APIClient()
     client.credentials(HTTP_X_API_KEY=raw)
     return client

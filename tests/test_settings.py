@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,7 @@ def test_env_int_names_the_variable_on_bad_input(monkeypatch):
 def test_every_variable_read_is_listed_in_env_example():
     sources = [
         ROOT / "config" / "settings.py",
+        ROOT / "config" / "gunicorn.conf.py",
         *sorted((ROOT / "platform").glob("*.sh")),
         ROOT / "tests" / "test_worker.py",
         ROOT / "catalog/management/commands/bootstrap_platform.py",
@@ -66,3 +71,37 @@ def test_every_requirement_has_an_upper_bound():
             line = line.split("#")[0].strip()
             if line and not line.startswith("-r"):
                 assert "==" in line or "<" in line, f"{name}: {line} has no upper bound"
+
+
+def production_environment() -> dict[str, str]:
+    """The ``# production: NAME=value`` lines of platform/.env.example."""
+    text = (ROOT / "platform" / ".env.example").read_text()
+    return dict(re.findall(r"^# production: ([A-Z_]+)=(.*)$", text, re.MULTILINE))
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_path):
+    production = production_environment()
+    assert {"SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SESSION_COOKIE_SECURE"} <= set(production)
+    result = manage("check", "--deploy", "--fail-level", "WARNING", STATE_DIR=str(tmp_path), **production)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0  # made, readable by its owner only
+
+
+def test_check_deploy_warns_without_it(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", STATE_DIR=str(tmp_path))
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr + result.stdout
+
+
+def test_a_development_key_is_refused_when_debug_is_false(tmp_path):
+    refused = manage("check", STATE_DIR=str(tmp_path), SECRET_KEY="dev-only-insecure-key-change-me")
+    assert refused.returncode != 0 and "SECRET_KEY is a development or short key" in refused.stderr
+    accepted = manage("check", STATE_DIR=str(tmp_path), SECRET_KEY="dev-only-key", DEBUG="true")
+    assert accepted.returncode == 0, accepted.stderr
+    assert manage("check", STATE_DIR=str(tmp_path), SECRET_KEY=secrets.token_urlsafe(50)).returncode == 0

@@ -284,3 +284,30 @@ def test_an_operator_rolls_back_from_the_admin_and_the_previous_model_serves(cli
     services.reset_serving_cache()
     assert services.served_model().row.pk == trained.pk
     assert RecommenderModel.objects.get(pk=newest.pk).state == RecommenderModel.State.RETIRED
+
+
+def _store_unreadable_events(customer, product) -> None:
+    """Rows the API now refuses but an older platform stored: year 10000 and BC (they broke every read)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for i, stamp in enumerate(["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+14:00"]):
+            cursor.execute(
+                """INSERT INTO catalog_event (customer_id, product_id, type, value, timestamp, session, client_event_id,
+                                              created_at)
+                   VALUES (%s, %s, 'purchase', 1, %s::timestamptz, '', %s, now())""",
+                [customer.pk, product.pk, stamp, f"bad-{i}"],
+            )
+
+
+def test_stored_out_of_range_events_break_neither_serving_nor_training(storefront_client, shop, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    customer, product = shop["customers"][0], shop["saws"][9]
+    _store_unreadable_events(customer, product)
+    services.reset_serving_cache()
+    job = train_through_a_job()
+    assert job.status == TrainingJob.Status.SUCCEEDED, job.error
+    services.reset_serving_cache()
+    response = storefront_client.get(f"/api/v1/recommend/customers/{customer.external_id}")
+    assert response.status_code == 200, response.content
+    assert storefront_client.get("/api/v1/recommend/popular").status_code == 200

@@ -62,6 +62,8 @@ def test_suggest_and_click_round_trip(storefront_client, catalogue):
     assert response.status_code == 200
     assert "Claw hammer 16 oz" in [s["text"] for s in response.json()["suggestions"]]
     assert storefront_client.get("/api/v1/search/suggest", {"q": "x" * 10_000}).status_code == 400
+    too_long = storefront_client.get("/api/v1/search/suggest", {"q": "hammer " * 10})
+    assert too_long.status_code == 400 and "64" in too_long.json()["q"][0]
     search = storefront_client.get("/api/v1/search", {"q": "hammer"}).json()
     hit = search["results"][0]
     click = {"search_id": search["search_id"], "sku": hit["sku"], "position": 1}

@@ -1,4 +1,4 @@
-"""``manage.py bootstrap_platform``: first operator account, a storefront key, the base model version."""
+"""``manage.py bootstrap_platform``: first operator account, a server and a public storefront key, the base version."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ class Command(BaseCommand):
             password = admin_password or secrets.token_urlsafe(12)
             user_model.objects.create_superuser(admin_user, password=password)
             out.update(admin_user=admin_user, admin_password=password)
-        if not StorefrontKey.objects.exists():
-            _, raw = create_storefront_key(name="default storefront")
-            out["storefront_key"] = raw
+        if not StorefrontKey.objects.filter(scope=StorefrontKey.Scope.SERVER).exists():
+            _, out["storefront_key"] = create_storefront_key(name="default storefront")
+        if not StorefrontKey.objects.filter(scope=StorefrontKey.Scope.PUBLIC).exists():
+            _, out["public_key"] = create_storefront_key(name="default storefront (browser)", scope="public")
         version = ensure_base_version()
         out["active_model"] = version.name if version.state == version.State.ACTIVE else "(another version)"
         self.stdout.write(json.dumps(out))
