@@ -28,13 +28,15 @@ from datetime import timedelta
 from typing import Any
 
 import psutil
+from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from backbone import lifecycle, registry, services
 from backbone.models import ModelVersion, TrainedModel, TrainingJob
 from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig
+from backbone.queue import one_at_a_time
 
 logger = logging.getLogger(__name__)
 
@@ -81,43 +83,90 @@ def cancel_training_job(*, job_id: int) -> bool:
 
 
 def reap_stale_jobs() -> int:
-    """Mark running jobs whose worker died as failed; return how many.
+    """Mark running jobs whose worker died failed, with what they left unfinished; return how many.
 
     A worker is dead when its heartbeat is older than ``TRAINING_HEARTBEAT_TIMEOUT``, or at
-    once when it ran on this host and its process is gone.
+    once when it ran on this host and its process is gone. The job's version still activating and
+    its app models still training fail with it: nothing of a dead job lingers beside the next one's.
     """
+    reconnect_if_broken()
     running = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING)
-    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
-    reaped = running.filter(heartbeat_at__lt=cutoff).update(
-        status=TrainingJob.Status.FAILED,
-        error=f"worker stopped sending heartbeats for over {settings.TRAINING_HEARTBEAT_TIMEOUT}s (it died or was killed)",
-        finished_at=timezone.now(),
-    )
-    host = socket.gethostname()
-    for job_id, worker in running.values_list("pk", "worker"):
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            reaped += running.filter(pk=job_id).update(
-                status=TrainingJob.Status.FAILED,
-                error=f"worker process {worker} is gone (it died or was killed)",
-                finished_at=timezone.now(),
-            )
+    timeout = settings.TRAINING_HEARTBEAT_TIMEOUT
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    reaped = 0
+    for job_id, worker, heartbeat_at in running.values_list("pk", "worker", "heartbeat_at"):
+        if heartbeat_at is not None and heartbeat_at < cutoff:
+            job = running.filter(pk=job_id, heartbeat_at__lt=cutoff)  # unless it beat meanwhile
+            error = f"worker stopped sending heartbeats for over {timeout}s (it died or was killed)"
+        elif _process_gone(worker):
+            job = running.filter(pk=job_id)
+            error = f"worker process {worker} is gone (it died or was killed)"
+        else:
+            continue
+        if job.update(status=TrainingJob.Status.FAILED, error=error, finished_at=timezone.now()):
+            _fail_unfinished_models(job_id, f"its training job #{job_id} failed: {error}")
+            reaped += 1
     if reaped:
         logger.warning("marked %d stale training job(s) failed", reaped)
     return reaped
 
 
-def claim_training_job(*, job_id: int) -> bool:
-    """Atomically move a queued job to running; False when someone else has it (or it is gone)."""
-    now = timezone.now()
-    return bool(
-        TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
-            status=TrainingJob.Status.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-        )
-    )
+def _process_gone(worker: str) -> bool:
+    """Whether ``worker`` (``host:pid``) ran on this host and its process no longer exists."""
+    worker_host, _, pid = worker.rpartition(":")
+    return worker_host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+def _fail_unfinished_models(job_id: int, error: str) -> None:
+    """Fail the rows of every trained-model class that job ``job_id`` left queued, training or activating."""
+    unfinished = [TrainedModel.State.QUEUED, TrainedModel.State.TRAINING, TrainedModel.State.ACTIVATING]
+    for model in django_apps.get_models():
+        if issubclass(model, TrainedModel):
+            model.objects.filter(training_job_id=job_id, state__in=unfinished).update(
+                state=TrainedModel.State.FAILED, error=error, finished_at=timezone.now()
+            )
+
+
+def reconnect_if_broken() -> None:
+    """Drop this thread's database connection if it broke (the database restarted) or is past CONN_MAX_AGE.
+
+    What Django does at each web request, for long-lived callers (the reaper, a waiting or training
+    job, the heartbeat thread); outside a transaction only. The next query connects again.
+    """
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+
+
+def claim_training_job(*, job_id: int, poll: float = 5.0) -> bool:
+    """Move a queued job to running once no other job runs; False when it is not queued (any more).
+
+    Jobs run one at a time: they fine-tune the one shared backbone and switch the models of every
+    app with data, so two running at once would activate two versions of one app. Meanwhile this
+    waits (the job stays queued), reaping jobs whose worker died, so a dead job holds the next one
+    up no longer than the heartbeat timeout (at once when it ran on this host).
+    """
+    waiting_for = None
+    while True:
+        reap_stale_jobs()
+        with one_at_a_time("backbone.claim_training_job"):  # claims are serialised, so check-then-update is safe
+            if not TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).exists():
+                return False
+            other = TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING).values_list("pk", flat=True).first()
+            if other is None:
+                now = timezone.now()
+                return bool(
+                    TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
+                        status=TrainingJob.Status.RUNNING,
+                        started_at=now,
+                        heartbeat_at=now,
+                        worker=f"{socket.gethostname()}:{os.getpid()}",
+                    )
+                )
+        if other != waiting_for:
+            services.append_job_log(job_id, f"waiting for training job #{other} to finish (jobs run one at a time)")
+            logger.info("training job %s waits for training job %s", job_id, other)
+            waiting_for = other
+        time.sleep(poll)
 
 
 class _Heartbeat(threading.Thread):
@@ -132,9 +181,13 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval):
-                TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    reconnect_if_broken()
+                    TrainingJob.objects.filter(pk=self.job_id, status=TrainingJob.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as exc:  # the database restarting: keep beating once it is back
+                    logger.warning("training job %s: heartbeat failed (%s); retrying", self.job_id, exc)
         finally:
             connection.close()  # this thread's own connection
 
@@ -193,6 +246,7 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
             services.append_job_log(job_id, str(exc))
         except Exception as exc:
             logger.exception("training job %s failed", job_id)
+            reconnect_if_broken()  # the failure may be the database restarting: record it on a new connection
             services.append_job_log(job_id, f"failed: {type(exc).__name__}: {exc}")
             TrainingJob.objects.filter(pk=job_id).exclude(status=TrainingJob.Status.CANCELLED).update(
                 status=TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()

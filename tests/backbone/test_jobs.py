@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from backbone import jobs, lifecycle, registry, services
@@ -179,10 +184,52 @@ def test_stale_running_job_is_marked_failed(settings):
     )
     alive = TrainingJob.objects.create(status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now())
     assert jobs.reap_stale_jobs() == 1
+    assert jobs.reap_stale_jobs() == 0  # run it twice: nothing left to reap
     stale.refresh_from_db()
     alive.refresh_from_db()
     assert stale.status == TrainingJob.Status.FAILED and "heartbeat" in stale.error
     assert alive.status == TrainingJob.Status.RUNNING
+
+
+def test_next_claim_reaps_a_dead_workers_job_with_its_activating_version():
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a worker process on this host that no longer exists
+    dead = TrainingJob.objects.create(
+        status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now(), worker=f"{socket.gethostname()}:{gone.pid}"
+    )
+    half = ModelVersion.objects.create(name="half", state=ModelVersion.State.ACTIVATING, training_job=dead)
+    served = ModelVersion.objects.create(name="served", state=ModelVersion.State.ACTIVE, training_job=dead)
+    job = TrainingJob.objects.create()
+    assert jobs.claim_training_job(job_id=job.pk) is True
+    dead.refresh_from_db()
+    assert dead.status == TrainingJob.Status.FAILED and "gone" in dead.error
+    assert ModelVersion.objects.get(pk=half.pk).state == ModelVersion.State.FAILED  # not a second activation
+    assert ModelVersion.objects.get(pk=served.pk).state == ModelVersion.State.ACTIVE
+    assert TrainingJob.objects.get(pk=job.pk).status == TrainingJob.Status.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_waits_while_another_runs_and_starts_once_it_has_finished():
+    first = TrainingJob.objects.create(status=TrainingJob.Status.RUNNING, heartbeat_at=timezone.now(), worker="w2:1")
+    second = TrainingJob.objects.create()
+    claimed = []
+
+    def claim() -> None:  # another worker: its own database connection
+        claimed.append(jobs.claim_training_job(job_id=second.pk, poll=0.1))
+        connection.close()
+
+    thread = threading.Thread(target=claim)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        second.refresh_from_db()
+        assert not claimed and second.status == TrainingJob.Status.QUEUED
+        assert f"waiting for training job #{first.pk}" in second.log
+    finally:
+        TrainingJob.objects.filter(pk=first.pk).update(status=TrainingJob.Status.SUCCEEDED)
+        thread.join(timeout=10)
+    assert claimed == [True]
+    assert TrainingJob.objects.get(pk=second.pk).status == TrainingJob.Status.RUNNING
 
 
 def test_roll_back_serves_the_previous_version_and_refuses_without_one(tiny_active_version, tiny_model_dir):
