@@ -129,3 +129,43 @@ def test_unknown_sku_is_named_in_the_error(storefront_client):
 def test_invalid_api_key_is_rejected(api_client):
     api_client.credentials(HTTP_X_API_KEY="sk_wrong")
     assert api_client.get("/api/v1/products").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_clients_sending_overlapping_batches_twice_store_each_event_once():
+    """8 clients x 5 batches x 200 events, a fifth of the ids shared between clients, every batch sent twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from catalog.services import create_storefront_key
+
+    skus = [p.sku for p in ProductFactory.create_batch(10)]
+    _, raw = create_storefront_key(name="concurrent")
+
+    def batch(client_no: int, batch_no: int) -> list[dict]:
+        ids = [f"c{client_no}-b{batch_no}-{i}" for i in range(160)] + [f"shared-b{batch_no}-{i}" for i in range(40)]
+        return [event(0, skus[i % 10], client_event_id=cid, customer=f"cust-{i % 13}") for i, cid in enumerate(ids)]
+
+    def send(client_no: int) -> list[int]:
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=raw)
+        statuses = []
+        try:
+            for batch_no in range(5):
+                for _ in range(2):
+                    body = {"events": batch(client_no, batch_no)}
+                    statuses.append(client.post("/api/v1/events", body, format="json").status_code)
+        finally:
+            connection.close()
+        return statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for result in pool.map(send, range(8)) for s in result]
+    assert set(statuses) == {201}
+    expected = {cid for c in range(8) for b in range(5) for cid in (e["client_event_id"] for e in batch(c, b))}
+    assert len(expected) == 8 * 5 * 160 + 5 * 40
+    assert Event.objects.count() == len(expected)
+    assert set(Event.objects.values_list("client_event_id", flat=True)) == expected
+    assert Customer.objects.count() == 13
