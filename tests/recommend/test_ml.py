@@ -12,6 +12,7 @@ from recommend.evaluation import RankingMetrics
 from recommend.ml import (
     MODELS,
     ALSModel,
+    BlockWeights,
     ContentModel,
     EASEModel,
     History,
@@ -137,6 +138,26 @@ def test_ease_blocks_equal_dense_ease_over_the_whole_catalogue():
     np.testing.assert_allclose(weights.left_multiply(h), x[:3] @ dense_ease(x, 5.0), atol=1e-4)
     rows, cols = np.array([0, 13, 29]), np.array([1, 2, 14, 28])
     np.testing.assert_allclose(weights.take(rows, cols), dense_ease(x, 5.0)[np.ix_(rows, cols)], atol=1e-4)
+
+
+def test_pruned_ease_keeps_each_rows_largest_weights_and_survives_a_save(tmp_path):
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((60, 40)) < 0.3).astype(np.float32))
+    dense = ease_weights(x, l2=5.0)
+    pruned = ease_weights(x, l2=5.0, keep=6)
+    assert pruned.nbytes() < dense.nbytes() / 2
+    for i in range(40):
+        full, kept = dense.row(i), pruned.row(i)
+        assert np.count_nonzero(kept) <= 6
+        np.testing.assert_allclose(kept[kept != 0], full[kept != 0], atol=1e-6)  # kept weights are unchanged ...
+        assert np.abs(full[kept == 0]).max() <= np.abs(kept[kept != 0]).min() + 1e-6  # ... and the largest
+    h = x[:5]
+    np.testing.assert_allclose(pruned.left_multiply(h), h @ np.vstack([pruned.row(i) for i in range(40)]), atol=1e-5)
+    rows, cols = np.array([0, 7, 39]), np.array([1, 2, 30])
+    np.testing.assert_allclose(pruned.take(rows, cols), np.vstack([pruned.row(i) for i in rows])[:, cols])
+    loaded = BlockWeights.from_arrays("ease", pruned.arrays("ease"))
+    np.testing.assert_allclose(loaded.left_multiply(h), pruned.left_multiply(h))
+    assert np.array_equal(ease_weights(x, l2=5.0, keep=40).row(3), dense.row(3))  # keep >= block: dense
 
 
 def test_large_components_get_their_own_blocks_and_a_cap():
