@@ -14,7 +14,10 @@ The platform is one that imported the *train* side of each split (``manage.py sp
 - recommend: per dataset, NDCG@10 / HR@10 of ``GET /api/v1/recommend/customers/<id>?k=30`` on each
   customer's held-out last rating or basket (items the customer already has in train dropped),
   and the share of personalised answers (``fallback`` null);
-- chatbot: accuracy and ECE (15 bins) of ``POST /api/v1/chat/messages`` (null intent = out of scope).
+- chatbot: accuracy and ECE (15 bins) of ``POST /api/v1/chat/messages`` (null intent = out of scope);
+- latency: p50/p99 of each kind of call (also suggest on the queries' first 6 characters, similar and
+  bought-together for a product of each of the first 200 customers), each followed by the HTTP
+  floor (``GET /api/v1/products?page_size=1``), and their ratios to the floor's p50.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import html
 import json
 import math
 import random
+import statistics
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
@@ -35,25 +40,54 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backbone.metrics import ndcg_at_k  # noqa: E402 (pure functions, no Django)
 
+SIDE_CALLS = 200  # suggest, similar and bought-together calls timed beside the measured ones
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
+FLOOR = "/api/v1/products?page_size=1"  # the HTTP floor: same server, same auth, one small query
+
+
 class Api:
-    """The storefront's view of the platform: JSON over HTTP with the storefront key."""
+    """The storefront's view of the platform: JSON over HTTP with the storefront key.
+
+    Each call is timed under its ``kind`` and followed by a timed call of the HTTP floor
+    (:data:`FLOOR`), so the latencies of a run can be read as ratios to the floor of the same moment.
+    """
 
     def __init__(self, url: str, key: str):
         self.url, self.key = url.rstrip("/"), key
+        self.timings: dict[str, list[float]] = defaultdict(list)
 
-    def call(self, path: str, body: dict | None = None) -> dict:
+    def _send(self, path: str, body: dict | None) -> tuple[dict, float]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.url + path, data=data, headers={"X-Api-Key": self.key, "Content-Type": "application/json"}
         )
+        started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+            answer = response.read()
+        return json.loads(answer), (time.perf_counter() - started) * 1000
+
+    def call(self, path: str, body: dict | None = None, kind: str = "") -> dict:
+        answer, ms = self._send(path, body)
+        self.timings[kind or path.split("?")[0]].append(ms)
+        self.timings["floor"].append(self._send(FLOOR, None)[1])
+        return answer
+
+    def latency_report(self) -> dict:
+        """p50/p99 (ms) per kind of call, and their ratios to the floor's p50."""
+        floor = statistics.median(self.timings["floor"])
+        report = {}
+        for kind, values in sorted(self.timings.items()):
+            ordered = sorted(values)
+            p50, p99 = statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+            report[kind] = {"n": len(ordered), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                            "p50_x_floor": round(p50 / floor, 2), "p99_x_floor": round(p99 / floor, 2)}  # fmt: skip
+        return report
 
 
 def typo(query: str, rng: random.Random) -> str:
@@ -113,14 +147,16 @@ def measure_search(api: Api, folder: Path, limit: int | None, seed: int) -> dict
     ids = ids[:limit] if limit else ids
     rng = random.Random(seed)
 
-    def served(text: str) -> list[str]:
-        answer = api.call("/api/v1/search?" + urllib.parse.urlencode({"q": text, "page_size": 10}))
+    def served(text: str, kind: str = "search") -> list[str]:
+        answer = api.call("/api/v1/search?" + urllib.parse.urlencode({"q": text, "page_size": 10}), kind=kind)
         return [hit["sku"] for hit in answer["results"]]
 
     # the platform stores titles unescaped (``&amp;`` -> ``&``): BM25 gets the same text
     titles = {r["product_uid"]: html.unescape(r["product_title"]) for r in read_csv(folder / "products.csv")}
     clean = [ndcg_at_k(served(queries[q]), judged[q]) for q in ids]
-    typos = [ndcg_at_k(served(typo(queries[q], rng)), judged[q]) for q in ids]
+    typos = [ndcg_at_k(served(typo(queries[q], rng), "search (one typo)"), judged[q]) for q in ids]
+    for q in ids[:SIDE_CALLS]:  # what a shopper types before the whole query: its first word and a half
+        api.call("/api/v1/search/suggest?" + urllib.parse.urlencode({"q": queries[q][:6]}), kind="suggest")
     bm25 = [ndcg_at_k(r, judged[q]) for q, r in zip(ids, bm25_rankings(titles, [queries[q] for q in ids]))]
     mean = lambda xs: round(sum(xs) / max(1, len(xs)), 4)  # noqa: E731
     return {
@@ -158,8 +194,12 @@ def measure_recommend(api: Api, dataset: str, test: Path, train: Path, limit: in
     ndcgs, hits, personal = [], [], 0
     for customer in customers:
         target, have = units[customer]
-        answer = api.call(f"/api/v1/recommend/customers/{urllib.parse.quote(customer)}?k=30")
+        answer = api.call(f"/api/v1/recommend/customers/{urllib.parse.quote(customer)}?k=30", kind="for-you")
         personal += answer.get("fallback") is None
+        if len(ndcgs) < SIDE_CALLS and have:
+            sku = urllib.parse.quote(sorted(have)[0])
+            api.call(f"/api/v1/recommend/products/{sku}/similar?k=10", kind="similar")
+            api.call(f"/api/v1/recommend/products/{sku}/bought-together?k=10", kind="bought-together")
         ranking = [item["sku"] for item in answer["items"] if item["sku"] not in have][:10]
         gains = [1.0 if sku in target else 0.0 for sku in ranking]
         ideal = sum(1 / math.log2(i + 2) for i in range(min(len(target), 10)))
@@ -183,7 +223,7 @@ def measure_chat(api: Api, path: Path, limit: int | None, seed: int) -> dict:
     label_key = "category" if "category" in rows[0] else "intent"
     confidences, correct, truths = [], [], []
     for i, row in enumerate(rows):
-        answer = api.call("/api/v1/chat/messages", {"text": row["text"], "session": f"served-{i}"})
+        answer = api.call("/api/v1/chat/messages", {"text": row["text"], "session": f"served-{i}"}, kind="chat")
         truth = row[label_key] if row[label_key] not in ("oos", "") else None
         confidences.append(answer["confidence"])
         correct.append(answer["intent"] == truth)
@@ -226,6 +266,7 @@ def main() -> None:
         )
     if args.intents:
         report["chatbot"] = measure_chat(api, args.intents, args.limit, args.seed)
+    report["latency"] = api.latency_report()
     print(json.dumps(report, indent=2))
 
 
