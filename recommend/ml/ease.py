@@ -64,7 +64,8 @@ class BlockWeights:
         for items, weights in self.blocks:
             part = h[:, items]
             if part.nnz:
-                out[:, items] = _dense(part @ weights)
+                # CSR times CSR: a CSC operand would make scipy convert the whole block each call
+                out[:, items] = _dense((part.tocsr() if sp.issparse(weights) else part) @ weights)
         return out
 
     def row(self, i: int) -> np.ndarray:
