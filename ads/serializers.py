@@ -7,17 +7,18 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from ads.models import Ad, AdSlot, Advertiser, Campaign
+from catalog.serializers import JSONTypesMixin, ReferenceStatusMixin
 
 MONEY = {"max_digits": 12, "decimal_places": 4}
 
 
-class AdvertiserSerializer(serializers.ModelSerializer):
+class AdvertiserSerializer(ReferenceStatusMixin, JSONTypesMixin, serializers.ModelSerializer):
     class Meta:
         model = Advertiser
         fields = ["id", "name", "active", "created_at"]
 
 
-class CampaignSerializer(serializers.ModelSerializer):
+class CampaignSerializer(ReferenceStatusMixin, JSONTypesMixin, serializers.ModelSerializer):
     daily_budget = serializers.DecimalField(**MONEY, min_value=Decimal("0"))
     bid_per_click = serializers.DecimalField(**MONEY, min_value=Decimal("0.0001"))
     target_categories = serializers.ListField(child=serializers.CharField(max_length=500), required=False)
@@ -53,7 +54,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class AdSerializer(serializers.ModelSerializer):
+class AdSerializer(ReferenceStatusMixin, JSONTypesMixin, serializers.ModelSerializer):
     landing_product = serializers.SlugRelatedField(
         slug_field="sku", queryset=Ad.landing_product.field.related_model.objects.all(), required=False, allow_null=True
     )
@@ -63,7 +64,7 @@ class AdSerializer(serializers.ModelSerializer):
         fields = ["id", "campaign", "title", "text", "landing_product", "active", "created_at", "updated_at"]
 
 
-class AdSlotSerializer(serializers.ModelSerializer):
+class AdSlotSerializer(ReferenceStatusMixin, JSONTypesMixin, serializers.ModelSerializer):
     reserve_price = serializers.DecimalField(**MONEY, min_value=Decimal("0"), required=False)
 
     class Meta:
@@ -71,13 +72,13 @@ class AdSlotSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "reserve_price", "max_ads", "active"]
 
 
-class AdSelectContextSerializer(serializers.Serializer):
+class AdSelectContextSerializer(JSONTypesMixin, serializers.Serializer):
     query = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     product = serializers.CharField(max_length=64, required=False, allow_blank=True, default="", help_text="SKU")
     customer = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
 
 
-class AdSelectRequestSerializer(serializers.Serializer):
+class AdSelectRequestSerializer(JSONTypesMixin, serializers.Serializer):
     slot = serializers.SlugField(max_length=64)
     context = AdSelectContextSerializer(required=False)
     k = serializers.IntegerField(min_value=1, max_value=20, default=1)
@@ -104,7 +105,7 @@ class AdSelectResponseSerializer(serializers.Serializer):
     ads = ServedAdSerializer(many=True)
 
 
-class AdClickRequestSerializer(serializers.Serializer):
+class AdClickRequestSerializer(JSONTypesMixin, serializers.Serializer):
     token = serializers.CharField(max_length=64)
 
 
@@ -115,7 +116,7 @@ class AdClickResponseSerializer(serializers.Serializer):
     budget_exhausted = serializers.BooleanField(help_text="True when the click was recorded but not charged.")
 
 
-class AdTrainRequestSerializer(serializers.Serializer):
+class AdTrainRequestSerializer(JSONTypesMixin, serializers.Serializer):
     activate = serializers.BooleanField(default=True, help_text="Serve the new model when it succeeds.")
     max_epochs = serializers.IntegerField(min_value=1, max_value=100, required=False)
     seeds = serializers.IntegerField(min_value=1, max_value=5, required=False, help_text="Networks in the ensemble.")

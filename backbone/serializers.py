@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from backbone import registry
 from backbone.models import ModelVersion, TrainingJob
+from catalog.serializers import JSONTypesMixin
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -49,15 +50,17 @@ class TrainingJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StartTrainingRequestSerializer(serializers.Serializer):
+class StartTrainingRequestSerializer(JSONTypesMixin, serializers.Serializer):
     apps = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.ChoiceField(choices=[]),
         required=False,
+        min_length=1,
         help_text="Apps to train, as `manage.py train APP ...`; omitted: every app with data.",
     )
     tasks = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.ChoiceField(choices=[]),
         required=False,
+        min_length=1,
         help_text="Advanced: the backbone tasks of the fine-tune (default: those of the apps with data).",
     )
     epochs = serializers.FloatField(required=False, min_value=0.01, max_value=50)
@@ -83,14 +86,9 @@ class StartTrainingRequestSerializer(serializers.Serializer):
         required=False, default=True, help_text="Serve the new models once trained (false: keep serving the current)."
     )
 
-    def validate_apps(self, apps):
-        unknown = sorted(set(apps) - set(registry.APP_TRAINERS))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown apps {unknown}; known: {sorted(registry.APP_TRAINERS)}.")
-        return apps
-
-    def validate_tasks(self, tasks):
-        unknown = sorted(set(tasks) - set(registry.TASK_FACTORIES))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown tasks {unknown}; known: {sorted(registry.TASK_FACTORIES)}.")
-        return tasks
+    def get_fields(self):
+        """The fields, with the registered apps and tasks as choices (the registry fills at startup)."""
+        fields = super().get_fields()
+        fields["apps"].child.choices = sorted(registry.APP_TRAINERS)
+        fields["tasks"].child.choices = sorted(registry.TASK_FACTORIES)
+        return fields

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
-import django_filters
+from django import forms
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema_field
 
 from catalog.models import Product
+from config.schema import TEXT_SCHEMA
 
 
-class ProductFilter(django_filters.FilterSet):
-    category = django_filters.CharFilter(field_name="category_path", lookup_expr="startswith")
-    min_price = django_filters.NumberFilter(field_name="price", lookup_expr="gte")
-    max_price = django_filters.NumberFilter(field_name="price", lookup_expr="lte")
-    title = django_filters.CharFilter(field_name="title", lookup_expr="icontains")
+class SentFiltersForm(forms.Form):
+    """Refuses a filter that is sent but would filter nothing (``max_price=``, ``in_stock=maybe``):
+    django-filter skips an empty or unreadable value, which answered every product as if it matched."""
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, value in list(cleaned.items()):
+            if name in self.data and value in (None, "") and name not in self.errors:
+                self.add_error(name, "Give a value or leave this parameter out.")
+        return cleaned
+
+
+def strict_filterset(model, fields: list[str]) -> type[filters.FilterSet]:
+    """django-filter's FilterSet on ``fields`` of ``model`` (as ``filterset_fields`` builds), refusing a
+    filter that is sent empty or unreadable (:class:`SentFiltersForm`)."""
+    meta = type("Meta", (), {"model": model, "fields": fields, "form": SentFiltersForm})
+    return type(f"{model.__name__}Filter", (filters.FilterSet,), {"Meta": meta})
+
+
+@extend_schema_field(TEXT_SCHEMA)
+class TextFilter(filters.CharFilter):
+    """A text filter, documented as non-blank (a blank one is refused, see :class:`SentFiltersForm`)."""
+
+
+@extend_schema_field({"type": "number", "maximum": 1e50})
+class PriceFilter(filters.NumberFilter):
+    """A price bound, read as a float: a decimal with a huge exponent (``1e-999999999``) overflowed
+    PostgreSQL's numeric (a 500). django-filter refuses numbers over 1e50, Django's FloatField inf and nan."""
+
+    field_class = forms.FloatField
+
+
+class ProductFilter(filters.FilterSet):
+    sku = TextFilter(field_name="sku")
+    brand = TextFilter(field_name="brand")
+    category = TextFilter(field_name="category_path", lookup_expr="startswith")
+    min_price = PriceFilter(field_name="price", lookup_expr="gte")
+    max_price = PriceFilter(field_name="price", lookup_expr="lte")
+    title = TextFilter(field_name="title", lookup_expr="icontains")
+    in_stock = filters.BooleanFilter(field_name="in_stock")  # true/false (1/0); anything else is a 400
 
     class Meta:
         model = Product
         fields = ["sku", "brand", "in_stock", "category", "min_price", "max_price", "title"]
+        form = SentFiltersForm

@@ -1,24 +1,150 @@
-"""Request and response serializers of the catalogue API."""
+"""Request and response serializers of the catalogue API, and the request-body rules every app's serializers
+share: JSON types as the schema documents them (:class:`JSONTypesMixin`), 404/409 for a missing
+reference or a taken unique value (:class:`ReferenceStatusMixin`)."""
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers
 
 from catalog.models import Event, Product
 from catalog.services import product_ids_by_sku
 
 MAX_EVENTS_PER_BATCH = 5000
+# The JSON type each kind of field takes in a request body, as the schema documents it (first match wins).
+JSON_TYPES = (
+    (serializers.BooleanField, (bool,), "Must be true or false."),
+    (serializers.IntegerField, (int,), "Must be an integer."),
+    (serializers.FloatField, (int, float), "Must be a number."),
+    (serializers.CharField, (str,), "Must be a string."),
+    (serializers.DateTimeField, (str,), "Must be a string (ISO 8601)."),
+    (serializers.DateField, (str,), "Must be a string (ISO 8601)."),
+    (serializers.PrimaryKeyRelatedField, (int,), "Must be an integer id."),
+    (serializers.SlugRelatedField, (str,), "Must be a string."),
+)
 
 
-class ProductSerializer(serializers.ModelSerializer):
+def decimal_pattern(field: serializers.DecimalField) -> str:
+    """The text of the values ``field`` takes: ASCII digits, a fraction within its places, a minus sign
+    only where negatives are allowed, and no zero where the minimum is the smallest step (a bid)."""
+    whole, places = field.max_whole_digits, field.decimal_places or 0
+    leading = "[1-9][0-9]*" if whole is None else f"[1-9][0-9]{{0,{whole - 1}}}"
+    fraction = rf"(?:\.[0-9]{{1,{places}}})?" if places else ""
+    body = f"(?:0|{leading}){fraction}"
+    minimum = field.min_value
+    if places and minimum is not None and Decimal(minimum) == Decimal(1).scaleb(-places):
+        small = "|".join(f"{'0' * zeros}[1-9][0-9]{{0,{places - 1 - zeros}}}" for zeros in range(places))
+        body = rf"(?:{leading}{fraction}|0\.(?:{small}))"
+    sign = "-?" if minimum is None or minimum < 0 else ""
+    return f"^{sign}{body}$"
+
+
+def wrong_json_type(field: serializers.Field, value: Any) -> str | None:
+    """Why ``value`` (parsed JSON) has not the type ``field`` documents; None when it has, or when DRF's
+    own checks answer (null, a list or object where another is due)."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.ListField):
+        items = value if isinstance(value, list) else []
+        return next((message for item in items if (message := wrong_json_type(field.child, item))), None)
+    if isinstance(field, serializers.DecimalField) and getattr(field, "coerce_to_string", True) is not False:
+        if isinstance(value, str) and re.fullmatch(decimal_pattern(field), value):
+            return None
+        return 'Must be a decimal number in a string, e.g. "12.50".'
+    for kind, types, message in JSON_TYPES:
+        if isinstance(field, kind):
+            whole_float = kind is serializers.IntegerField and isinstance(value, float) and value.is_integer()
+            fits = isinstance(value, types) and (kind is serializers.BooleanField or not isinstance(value, bool))
+            return None if fits or whole_float else message
+    return None
+
+
+class JSONTypesMixin:
+    """A request body serializer that refuses a value of another JSON type than the schema's: DRF turns
+    0 into False, 5 into "5" and " 1e2" into 100, so a client's type error passed silently. A form body
+    (the schema documents JSON only) is a 415. Query string serializers (all values text) do not use it."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, QueryDict) and data:  # a form body (all values text); the schema documents JSON
+            raise exceptions.UnsupportedMediaType(
+                "form data", detail="Send the body as JSON (Content-Type: application/json)."
+            )
+        if not isinstance(data, dict) or isinstance(data, QueryDict):  # not an object, or no body at all
+            return super().to_internal_value(data)
+        wrong = {
+            name: [message]
+            for name, field in self.fields.items()
+            if name in data and not field.read_only and (message := wrong_json_type(field, data[name]))
+        }
+        if not wrong:
+            return super().to_internal_value(data)
+        try:  # the other fields' messages too, as DRF gives them all at once
+            super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**exc.detail, **wrong}) from None
+        raise serializers.ValidationError(wrong)
+
+
+class MissingReference(exceptions.ValidationError):
+    """Input valid but for naming objects that do not exist (``backbone.errors.NotFound``'s 404)."""
+
+    status_code = 404
+
+
+class DuplicateValue(exceptions.ValidationError):
+    """Input valid but for repeating a unique value of another row (``backbone.errors.Conflict``'s 409)."""
+
+    status_code = 409
+
+
+class ReferenceStatusMixin:
+    """A model serializer whose input fails only by naming a missing object answers 404, only by repeating
+    a unique value 409, both ``{field: [message]}``; any other error keeps DRF's 400."""
+
+    ERRORS_BY_CODE = {"does_not_exist": MissingReference, "unique": DuplicateValue}
+
+    def is_valid(self, *, raise_exception=False):
+        valid = super().is_valid()
+        if raise_exception and not valid:
+            codes = {getattr(detail, "code", None) for details in self.errors.values() for detail in details}
+            error = self.ERRORS_BY_CODE.get(codes.pop()) if len(codes) == 1 else None
+            raise (error or exceptions.ValidationError)(self.errors)
+        return valid
+
+
+def _json_strings(value: Any):
+    """Every key and string inside a parsed JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item)
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (JSON can carry one; UTF-8 and PostgreSQL cannot)."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+class ProductSerializer(ReferenceStatusMixin, JSONTypesMixin, serializers.ModelSerializer):
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
+    attributes = serializers.DictField(
+        required=False, help_text="Free-form JSON object (no NUL or unpaired surrogate characters)."
+    )
 
     class Meta:
         model = Product
@@ -38,8 +164,9 @@ class ProductSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate_attributes(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
+        """Refuse what PostgreSQL's jsonb cannot store (a 500 before): NUL and unpaired surrogates."""
+        if any("\x00" in text or _has_surrogate(text) for text in _json_strings(value)):
+            raise serializers.ValidationError("Keys and strings may not contain NUL or unpaired surrogates.")
         return value
 
     def validate_category_path(self, value: str) -> str:
@@ -47,25 +174,32 @@ class ProductSerializer(serializers.ModelSerializer):
 
 
 EVENT_TYPES = frozenset(Event.Type.values)
+NUMBER_TEXT = r"^-?[0-9]{1,15}(?:\.[0-9]{1,15})?$"  # an event value may come as text, e.g. "2.5"
+
+
+@extend_schema_field({"anyOf": [{"type": "number"}, {"type": "string", "pattern": NUMBER_TEXT}], "default": 1.0})
+class EventValueField(serializers.FloatField):
+    """An event's value in the schema: a number, or its digits in a string (:func:`_value` reads both)."""
 
 
 def _text(item: dict, name: str, max_length: int, *, required: bool, allow_null: bool = False) -> str | None:
-    """Validate one string field as DRF's CharField would (numbers become text, whitespace trimmed)."""
+    """Validate one string field as DRF's CharField would (whitespace trimmed), a JSON string only as
+    :class:`JSONTypesMixin` asks."""
     if name not in item or (item[name] is None and allow_null):
         if required:
             raise _FieldError(name, "This field is required." if name not in item else "This field may not be null.")
         return None
     value = item[name]
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _FieldError(name, "Not a valid string.")
-    value = str(value).strip()
+    if not isinstance(value, str):
+        raise _FieldError(name, "Must be a string.")
+    value = value.strip()
     if not value and required:
         raise _FieldError(name, "This field may not be blank.")
     if len(value) > max_length:
         raise _FieldError(name, f"Ensure this field has no more than {max_length} characters.")
     if "\x00" in value:  # PostgreSQL text cannot hold it (DRF's ProhibitNullCharactersValidator)
         raise _FieldError(name, "Null characters are not allowed.")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):  # not encodable as UTF-8
+    if _has_surrogate(value):  # not encodable as UTF-8
         raise _FieldError(name, "Surrogate characters are not allowed.")
     return value
 
@@ -114,6 +248,8 @@ def _event_type(item: dict) -> str:
 def _value(item: dict) -> float:
     value = item.get("value", 1.0)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _FieldError("value", "A valid number is required.")
+    if isinstance(value, str) and not re.fullmatch(NUMBER_TEXT, value):  # "2.5" yes; "1e999", " 2" no
         raise _FieldError("value", "A valid number is required.")
     try:
         number = float(value)
@@ -185,7 +321,7 @@ class EventSerializer(serializers.Serializer):
     customer = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
     product = serializers.CharField(max_length=64, help_text="Product SKU.")
     type = serializers.ChoiceField(choices=Event.Type.choices)
-    value = serializers.FloatField(required=False, default=1.0)
+    value = EventValueField(required=False, default=1.0)
     timestamp = serializers.DateTimeField()
     session = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
 

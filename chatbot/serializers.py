@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-import unicodedata
-
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+from catalog.serializers import JSONTypesMixin
+from config.schema import WHITESPACE
+
 MAX_MESSAGE_CHARS = 1000
+CONTROL = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # category Cc but newlines and tabs
 
 
-def reject_control_characters(value: str) -> str:
-    """Refuse NUL and other control characters (binary junk); newlines and tabs are fine."""
-    bad = {ch for ch in value if unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\r\t"}
-    if bad:
-        raise serializers.ValidationError("Text contains control characters; send plain text.")
-    return value
+class PlainText(RegexValidator):
+    """Refuse control characters (binary junk) and unpaired surrogates; newlines and tabs are fine.
+
+    The pattern (the schema documents it) also asks for one visible character, as DRF's blank check does."""
+
+    regex = rf"^[^{CONTROL}]*[^{CONTROL}{WHITESPACE}][^{CONTROL}]*\Z"
+    message = "Text contains control characters; send plain text."
+
+    def __call__(self, value):
+        super().__call__(value)
+        if any("\ud800" <= ch <= "\udfff" for ch in str(value)):  # not encodable as UTF-8
+            raise serializers.ValidationError(self.message)
 
 
-class ChatMessageRequestSerializer(serializers.Serializer):
-    text = serializers.CharField(max_length=MAX_MESSAGE_CHARS, validators=[reject_control_characters])
-    session = serializers.CharField(max_length=100, validators=[reject_control_characters])
+plain_text = PlainText()
+
+
+class ChatMessageRequestSerializer(JSONTypesMixin, serializers.Serializer):
+    text = serializers.CharField(max_length=MAX_MESSAGE_CHARS, validators=[plain_text])
+    session = serializers.CharField(max_length=100, validators=[plain_text])
 
 
 class ChatAlternativeSerializer(serializers.Serializer):
@@ -38,10 +50,10 @@ class ChatMessageResponseSerializer(serializers.Serializer):
     version = serializers.CharField(help_text="Backbone version that classified the message.")
 
 
-class TeachIntentRequestSerializer(serializers.Serializer):
+class TeachIntentRequestSerializer(JSONTypesMixin, serializers.Serializer):
     name = serializers.SlugField(max_length=100)
     examples = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_MESSAGE_CHARS, validators=[reject_control_characters]),
+        child=serializers.CharField(max_length=MAX_MESSAGE_CHARS, validators=[plain_text]),
         min_length=1,
         max_length=500,
     )

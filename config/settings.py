@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
         "catalog.auth.LockoutBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.PlatformAutoSchema",  # error answers, staff-only security
     "DEFAULT_PARSER_CLASSES": [
         "catalog.parsers.JSONParser",  # deep nesting answers 400
         "rest_framework.parsers.FormParser",
@@ -178,6 +178,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # request bodies get their own components (no read-only fields; non-blank text has minLength 1)
+    "COMPONENT_SPLIT_REQUEST": True,
+    # bodies are JSON; the form parsers (browsable API forms) cannot carry the nested and typed fields
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "GET_LIB_DOC_EXCLUDES": "config.schema.lib_doc_excludes",
 }
 
 # Celery: JSON only, state in the database. With CELERY_BROKER_URL unset the broker is

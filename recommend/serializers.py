@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from rest_framework import serializers
 
+from catalog.serializers import JSONTypesMixin
+from recommend import ml
 from recommend.models import RecommenderModel
-from recommend.services import MAX_K
+from recommend.services import MAX_K, unknown_parameters
 
 
 class RecommendRequestSerializer(serializers.Serializer):
@@ -48,11 +52,32 @@ class PopularResponseSerializer(serializers.Serializer):
     items = RecommendedItemSerializer(many=True)
 
 
-class TrainRequestSerializer(serializers.Serializer):
+class HybridParametersSerializer(JSONTypesMixin, serializers.Serializer):
+    """Overrides of recommend.ml.HybridConfig fields (and ``seed``), typed as their defaults; others are a 400."""
+
+    additional_properties = False  # documented as additionalProperties: false (config.schema)
+
+    def get_fields(self):
+        """One optional number per HybridConfig field (an integer where its default is one), and ``seed``."""
+        numbers = {
+            f.name: serializers.IntegerField(required=False)
+            if isinstance(f.default, int)
+            else serializers.FloatField(required=False)
+            for f in fields(ml.HybridConfig)
+        }
+        return {**numbers, "seed": serializers.IntegerField(required=False)}
+
+    def to_internal_value(self, data):
+        """The known parameters, typed; a 400 naming each unknown one."""
+        unknown = unknown_parameters(data) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown parameter."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class TrainRequestSerializer(JSONTypesMixin, serializers.Serializer):
     activate = serializers.BooleanField(default=True, help_text="Serve the new model as soon as it is trained.")
-    parameters = serializers.DictField(
-        required=False, default=dict, help_text="Overrides of recommend.ml.HybridConfig fields (and seed)."
-    )
+    parameters = HybridParametersSerializer(required=False, default=dict)
 
 
 class RecommenderModelSerializer(serializers.ModelSerializer):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backbone.serializers import TrainingJobSerializer
 from backbone.services import start_training_job
 from catalog.auth import PublicAccess, ServerAccess
+from catalog.filters import strict_filterset
+from catalog.views import PageSizePagination
 from recommend import services
 from recommend.models import RecommenderModel
 from recommend.serializers import (
@@ -23,9 +24,6 @@ from recommend.serializers import (
     TrainRequestSerializer,
 )
 
-K = OpenApiParameter("k", int, description="How many items (1-100, default 10).")
-CATEGORY = OpenApiParameter("category", str, description="Only products in this category (prefix).")
-
 
 class CustomerRecommendView(APIView):
     """Personalised "for you" items from the customer's newest events; popular-in-context as fallback.
@@ -34,7 +32,7 @@ class CustomerRecommendView(APIView):
 
     permission_classes = [ServerAccess]
 
-    @extend_schema(parameters=[K, CATEGORY], responses={200: RecommendResponseSerializer})
+    @extend_schema(parameters=[RecommendRequestSerializer], responses={200: RecommendResponseSerializer})
     def get(self, request, customer_id: str):
         params = RecommendRequestSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -48,7 +46,7 @@ class _ProductRecommendView(APIView):
     permission_classes = [PublicAccess]
     mode = "similar"
 
-    @extend_schema(parameters=[K], responses={200: SimilarResponseSerializer})
+    @extend_schema(parameters=[SimilarRequestSerializer], responses={200: SimilarResponseSerializer})
     def get(self, request, sku: str):
         params = SimilarRequestSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -73,7 +71,7 @@ class PopularView(APIView):
 
     permission_classes = [PublicAccess]
 
-    @extend_schema(parameters=[K, CATEGORY], responses={200: PopularResponseSerializer})
+    @extend_schema(parameters=[RecommendRequestSerializer], responses={200: PopularResponseSerializer})
     def get(self, request):
         params = RecommendRequestSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -90,16 +88,13 @@ class ModelsView(generics.ListAPIView):
     permission_classes = [permissions.IsAdminUser]
     queryset = RecommenderModel.objects.all()
     serializer_class = RecommenderModelSerializer
-    filterset_fields = ["state"]
+    filterset_class = strict_filterset(RecommenderModel, ["state"])
+    pagination_class = PageSizePagination
 
     @extend_schema(request=TrainRequestSerializer, responses={202: TrainingJobSerializer})
     def post(self, request):
         params = TrainRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        parameters = params.validated_data["parameters"]
-        unknown = services.unknown_parameters(parameters)
-        if unknown:
-            raise ValidationError({"parameters": [f"unknown parameters: {unknown}"]})
-        parameters = {**parameters, "activate": params.validated_data["activate"]}
+        parameters = {**params.validated_data["parameters"], "activate": params.validated_data["activate"]}
         job = start_training_job(apps=["recommend"], parameters=parameters, user=request.user)
         return Response(TrainingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from rest_framework import serializers
 
+from catalog.serializers import JSONTypesMixin
 from search.services import MODES, SORTS
 
 MAX_QUERY_LENGTH = 500
@@ -22,12 +25,27 @@ class StrictQuerySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class PriceBoundField(serializers.FloatField):
+    """A price bound in a query: any finite number from 0 to 1e10, as many digits as sent (0.005 too).
+
+    A decimal with a huge exponent (``1e-999999999``) overflowed PostgreSQL's numeric: a 500."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=0, max_value=1e10, required=False, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):  # "nan" passes both bounds
+            self.fail("invalid")
+        return value
+
+
 class SearchRequestSerializer(StrictQuerySerializer):
     q = serializers.CharField(max_length=MAX_QUERY_LENGTH, trim_whitespace=True)
     category = serializers.CharField(max_length=500, required=False, default="", help_text="Category-path prefix.")
     brand = serializers.CharField(max_length=200, required=False, default="")
-    min_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
-    max_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
+    min_price = PriceBoundField()
+    max_price = PriceBoundField()
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
     sort = serializers.ChoiceField(choices=SORTS, default="relevance")
     page = serializers.IntegerField(min_value=1, max_value=1000, default=1)
@@ -104,7 +122,7 @@ class SuggestResponseSerializer(serializers.Serializer):
     suggestions = SuggestionSerializer(many=True)
 
 
-class ClickRequestSerializer(serializers.Serializer):
+class ClickRequestSerializer(JSONTypesMixin, serializers.Serializer):
     search_id = serializers.IntegerField(min_value=1)
     sku = serializers.CharField(max_length=64)
     position = serializers.IntegerField(min_value=1, max_value=10_000)

@@ -1,0 +1,79 @@
+"""Schemathesis against the WSGI app on the test database: every answer is one the schema documents.
+
+Storefront-key operations are called with a server key, staff-only ones as staff (basic auth, a fast
+hasher). The checks are those every operation must pass; ``positive_data_acceptance`` is left out
+because a few valid-looking requests are refused on purpose (an unknown SKU in an event or a click,
+an event outside the time window, ``min_price`` above ``max_price``).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import hypothesis
+import pytest
+import schemathesis
+from django.core import signals
+from django.db import close_old_connections
+from hypothesis import HealthCheck, Phase
+from schemathesis import checks
+
+from backbone.services import reset_caches
+from catalog.services import create_storefront_key
+from catalog.throttles import AddressRateThrottle, KeyRateThrottle
+from config.wsgi import application
+from tests.factories import EventFactory, ProductFactory
+
+pytestmark = pytest.mark.slow
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+    checks.negative_data_rejection,
+]
+PASSWORD = "fuzz-operator-1"
+STAFF = {"Authorization": "Basic " + base64.b64encode(f"fuzzer:{PASSWORD}".encode()).decode()}
+
+
+# Read at collection (the schema view needs no database); calls happen in each test's transaction.
+schema = schemathesis.openapi.from_wsgi("/api/v1/schema", application)
+
+
+@pytest.fixture
+def credentials(db, settings, monkeypatch, django_user_model) -> dict:
+    """Headers per kind of operation (a server-scope key where one is accepted, staff elsewhere), with a
+    few products and events behind them and the rate limits out of the way.
+
+    Calls go straight to the WSGI app, in the test's transaction: as Django's test client does, the
+    connection is not closed at the end of each request."""
+    for signal in (signals.request_started, signals.request_finished):
+        signal.disconnect(close_old_connections)
+    reset_caches()  # no backbone version cached by an earlier test (its row is gone)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    for throttle in (KeyRateThrottle, AddressRateThrottle):
+        monkeypatch.setattr(throttle, "rate", "100000/s", raising=False)
+    django_user_model.objects.create_user("fuzzer", password=PASSWORD, is_staff=True, is_superuser=True)
+    for product in ProductFactory.create_batch(3):
+        EventFactory(product=product)
+    _, raw = create_storefront_key(name="fuzzing storefront")
+    yield {"key": {"X-Api-Key": raw}, "staff": STAFF}
+    for signal in (signals.request_started, signals.request_finished):
+        signal.connect(close_old_connections)
+    reset_caches()
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=8,
+    deadline=None,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+    database=None,
+)
+def test_every_answer_is_documented(case, credentials):
+    security = case.operation.definition.raw.get("security", [])
+    headers = credentials["key" if {"storefrontKey": []} in security else "staff"]
+    case.call_and_validate(headers=headers, checks=CHECKS)
