@@ -69,6 +69,11 @@ class ServedModel:
     position: dict[int, int]
 
 
+# What an answer shows of a product (RecommendedItemSerializer) and the filters read: the product
+# text, attributes and the rest stay in the database.
+ANSWER_FIELDS = ("id", "sku", "title", "category_path", "price", "in_stock")
+
+
 @dataclass
 class Recommendation:
     """One recommended product with its score and a human-readable reason."""
@@ -299,7 +304,12 @@ def popular_products(*, k: int, category: str | None = None, exclude: set[int] |
     exclude = exclude or set()
     label = f"popular in {category}" if category else "popular right now"
     ranked = _popular_ids(k + len(exclude) + CANDIDATES, category)
-    products = Product.objects.filter(id__in=ranked, in_stock=True).filter(_category_q(category)).in_bulk()
+    products = (
+        Product.objects.only(*ANSWER_FIELDS)
+        .filter(id__in=ranked, in_stock=True)
+        .filter(_category_q(category))
+        .in_bulk()
+    )
     picked = [products[pid] for pid in ranked if pid in products and pid not in exclude][:k]
     if len(picked) < k:
         seen = {p.pk for p in picked} | exclude
@@ -365,7 +375,7 @@ def _model_items(
     order, scores = _ranked_positions(served, history, consumed, k=k, category=category, policies=policies)
     ranked = [int(served.product_ids[i]) for i in order]
     reasons = dict(zip(ranked, _Explainer(served, history).many(order)))
-    fetched = Product.objects.in_bulk(set(ranked) | {b for b in reasons.values() if b is not None})
+    fetched = Product.objects.only(*ANSWER_FIELDS).in_bulk(set(ranked) | {b for b in reasons.values() if b is not None})
     verbs = {pid: kind for pid, kind, _ in reversed(events)}  # newest event type per product
     items: list[Recommendation] = []
     for i, pid in zip(order, ranked):
@@ -497,7 +507,7 @@ def _bought_together(served: ServedModel, product: Product, k: int) -> list[Reco
 def _in_stock(served: ServedModel, order: np.ndarray, scores: np.ndarray, reason: str, k: int) -> list[Recommendation]:
     """The first ``k`` in-stock products of the model positions ``order``, each with its score."""
     ranked = [int(served.product_ids[j]) for j in order]
-    products = Product.objects.filter(id__in=ranked, in_stock=True).in_bulk()
+    products = Product.objects.only(*ANSWER_FIELDS).filter(id__in=ranked, in_stock=True).in_bulk()
     out = [
         Recommendation(products[pid], float(scores[j]), reason, "model")
         for j, pid in zip(order, ranked)
