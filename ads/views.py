@@ -22,35 +22,30 @@ from ads.serializers import (
 )
 from backbone.serializers import TrainingJobSerializer
 from catalog.auth import PublicAccess
-from catalog.views import PageSizePagination
 
 
 class AdvertiserViewSet(viewsets.ModelViewSet):
     queryset = Advertiser.objects.all()
     serializer_class = AdvertiserSerializer
     permission_classes = [permissions.IsAdminUser]
-    pagination_class = PageSizePagination
 
 
 class CampaignViewSet(viewsets.ModelViewSet):
     queryset = Campaign.objects.select_related("advertiser")
     serializer_class = CampaignSerializer
     permission_classes = [permissions.IsAdminUser]
-    pagination_class = PageSizePagination
 
 
 class AdViewSet(viewsets.ModelViewSet):
     queryset = Ad.objects.select_related("landing_product")
     serializer_class = AdSerializer
     permission_classes = [permissions.IsAdminUser]
-    pagination_class = PageSizePagination
 
 
 class AdSlotViewSet(viewsets.ModelViewSet):
     queryset = AdSlot.objects.all()
     serializer_class = AdSlotSerializer
     permission_classes = [permissions.IsAdminUser]
-    pagination_class = PageSizePagination
 
 
 class AdSelectView(APIView):

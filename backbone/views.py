@@ -10,15 +10,12 @@ from rest_framework.response import Response
 from backbone import jobs, services
 from backbone.models import ModelVersion, TrainingJob
 from backbone.serializers import ModelVersionSerializer, StartTrainingRequestSerializer, TrainingJobSerializer
-from catalog.filters import strict_filterset
-from catalog.views import PageSizePagination
 
 
 class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = TrainingJob.objects.all()
     serializer_class = TrainingJobSerializer
-    filterset_class = strict_filterset(TrainingJob, ["status"])
-    pagination_class = PageSizePagination
+    filterset_fields = ["status"]
 
     @extend_schema(request=StartTrainingRequestSerializer, responses={201: TrainingJobSerializer})
     def create(self, request):
@@ -44,8 +41,7 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = ModelVersion.objects.all()
     serializer_class = ModelVersionSerializer
-    filterset_class = strict_filterset(ModelVersion, ["state"])
-    pagination_class = PageSizePagination
+    filterset_fields = ["state"]
 
     @extend_schema(request=None, responses={202: ModelVersionSerializer, 409: None})
     @action(detail=True, methods=["post"])

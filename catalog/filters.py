@@ -6,27 +6,9 @@ from django import forms
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
+from catalog.filtering import SentFiltersForm
 from catalog.models import Product
 from config.schema import TEXT_SCHEMA
-
-
-class SentFiltersForm(forms.Form):
-    """Refuses a filter that is sent but would filter nothing (``max_price=``, ``in_stock=maybe``):
-    django-filter skips an empty or unreadable value, which answered every product as if it matched."""
-
-    def clean(self):
-        cleaned = super().clean()
-        for name, value in list(cleaned.items()):
-            if name in self.data and value in (None, "") and name not in self.errors:
-                self.add_error(name, "Give a value or leave this parameter out.")
-        return cleaned
-
-
-def strict_filterset(model, fields: list[str]) -> type[filters.FilterSet]:
-    """django-filter's FilterSet on ``fields`` of ``model`` (as ``filterset_fields`` builds), refusing a
-    filter that is sent empty or unreadable (:class:`SentFiltersForm`)."""
-    meta = type("Meta", (), {"model": model, "fields": fields, "form": SentFiltersForm})
-    return type(f"{model.__name__}Filter", (filters.FilterSet,), {"Meta": meta})
 
 
 @extend_schema_field(TEXT_SCHEMA)

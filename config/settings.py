@@ -155,7 +155,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["catalog.filtering.StrictFilterBackend"],  # a filter sent empty is a 400
     # per key (or staff user) and per client address; 429 with Retry-After (catalog/throttles.py)
     "DEFAULT_THROTTLE_CLASSES": ["catalog.throttles.KeyRateThrottle", "catalog.throttles.AddressRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
@@ -164,7 +164,7 @@ REST_FRAMEWORK = {
     },
     # proxies in front that append to X-Forwarded-For; 0: the client is REMOTE_ADDR (the header is ignored)
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "catalog.pagination.PageSizePagination",  # page_size 1-500
     "PAGE_SIZE": 50,
     # the project's service errors (backbone.errors) as JSON 400/404/409, then DRF's own
     "EXCEPTION_HANDLER": "backbone.errors.exception_handler",

@@ -10,8 +10,6 @@ from rest_framework.views import APIView
 from backbone.serializers import TrainingJobSerializer
 from backbone.services import start_training_job
 from catalog.auth import PublicAccess, ServerAccess
-from catalog.filters import strict_filterset
-from catalog.views import PageSizePagination
 from recommend import services
 from recommend.models import RecommenderModel
 from recommend.serializers import (
@@ -88,8 +86,7 @@ class ModelsView(generics.ListAPIView):
     permission_classes = [permissions.IsAdminUser]
     queryset = RecommenderModel.objects.all()
     serializer_class = RecommenderModelSerializer
-    filterset_class = strict_filterset(RecommenderModel, ["state"])
-    pagination_class = PageSizePagination
+    filterset_fields = ["state"]
 
     @extend_schema(request=TrainRequestSerializer, responses={202: TrainingJobSerializer})
     def post(self, request):

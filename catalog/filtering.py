@@ -1,0 +1,40 @@
+"""Strict list filters for every API list (``REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"]``).
+
+Kept apart from ``catalog.filters`` (which documents its filters through ``config.schema``): DRF
+imports the filter backend while ``rest_framework.generics`` is still loading.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django_filters import rest_framework as filters
+
+
+class SentFiltersForm(forms.Form):
+    """Refuses a filter that is sent but would filter nothing (``max_price=``, ``in_stock=maybe``):
+    django-filter skips an empty or unreadable value, which answered every product as if it matched."""
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, value in list(cleaned.items()):
+            if name in self.data and value in (None, "") and name not in self.errors:
+                self.add_error(name, "Give a value or leave this parameter out.")
+        return cleaned
+
+
+def strict_filterset(model, fields: list[str]) -> type[filters.FilterSet]:
+    """django-filter's FilterSet on ``fields`` of ``model`` (as ``filterset_fields`` builds), refusing a
+    filter that is sent empty or unreadable (:class:`SentFiltersForm`)."""
+    meta = type("Meta", (), {"model": model, "fields": fields, "form": SentFiltersForm})
+    return type(f"{model.__name__}Filter", (filters.FilterSet,), {"Meta": meta})
+
+
+class StrictFilterBackend(filters.DjangoFilterBackend):
+    """django-filter's backend (``DEFAULT_FILTER_BACKENDS``), building the FilterSet of a view's
+    ``filterset_fields`` with :func:`strict_filterset`, so every list refuses an empty or unreadable filter."""
+
+    def get_filterset_class(self, view, queryset=None):
+        fields = getattr(view, "filterset_fields", None)
+        if fields and getattr(view, "filterset_class", None) is None and queryset is not None:
+            return strict_filterset(queryset.model, fields)
+        return super().get_filterset_class(view, queryset)
