@@ -9,6 +9,7 @@ the log lines of the same request carry (``config.middleware.RequestIDMiddleware
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views import defaults
@@ -21,19 +22,13 @@ def json_error(request: HttpRequest, status: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail, "request_id": getattr(request, "id", None)}, status=status)
 
 
-def too_big_detail(request: HttpRequest) -> str:
-    """The message of a 413: the limit, in MB."""
-    from django.conf import settings
-
-    return f"Request body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB."
-
-
 def bad_request(request: HttpRequest, exception: Exception, template_name: str = "400.html"):
     """400, or 413 when the body was over the upload limit."""
     if not request.path.startswith(API_PREFIX):
         return defaults.bad_request(request, exception, template_name)
     if isinstance(exception, RequestDataTooBig):
-        return json_error(request, 413, too_big_detail(request))
+        limit_mb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)
+        return json_error(request, 413, f"Request body larger than {limit_mb} MB.")
     return json_error(request, 400, "Bad request.")
 
 
