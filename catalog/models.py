@@ -94,13 +94,19 @@ class Event(models.Model):
     timestamp = models.DateTimeField(db_index=True)
     session = models.CharField(max_length=128, blank=True, db_index=True)
     client_event_id = models.CharField(max_length=128, unique=True)
+    rec_id = models.CharField(
+        max_length=32, blank=True, default="", db_default="", help_text="The recommendation that showed the product (its answer's rec_id)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EventManager()
 
     class Meta:
         ordering = ["-timestamp", "-id"]
-        indexes = [models.Index(fields=["customer", "-timestamp"], name="event_customer_recent")]
+        indexes = [
+            models.Index(fields=["customer", "-timestamp"], name="event_customer_recent"),
+            models.Index(fields=["rec_id"], name="event_rec_id", condition=~models.Q(rec_id="")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.product_id} by {self.customer_id or 'anonymous'}"

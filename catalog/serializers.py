@@ -227,6 +227,7 @@ def validate_event(item: Any) -> tuple[dict[str, Any] | None, dict[str, list[str
         "value": lambda: _value(item),
         "timestamp": lambda: _timestamp(item),
         "session": lambda: _text(item, "session", 128, required=False) or "",
+        "rec_id": lambda: _text(item, "rec_id", 32, required=False) or "",
     }
     for name, check in checks.items():
         try:
@@ -324,6 +325,13 @@ class EventSerializer(serializers.Serializer):
     value = EventValueField(required=False, default=1.0)
     timestamp = serializers.DateTimeField()
     session = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    rec_id = serializers.CharField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The rec_id of the recommendation answer that showed this product, if one did (online metrics).",
+    )
 
     class Meta:
         list_serializer_class = EventListSerializer

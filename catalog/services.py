@@ -48,7 +48,7 @@ def ingest_events(*, events: list[dict[str, Any]]) -> dict[str, int]:
     """Store a batch of behaviour events; events whose ``client_event_id`` is known are skipped.
 
     ``events`` are validated dicts with ``customer`` (external id or None), ``product_id``,
-    ``type``, ``value``, ``timestamp``, ``session``, ``client_event_id``. Runs in one transaction:
+    ``type``, ``value``, ``timestamp``, ``session``, ``client_event_id`` and optionally ``rec_id``. Runs in one transaction:
     all of the batch is stored or none. Returns counts.
 
     Three statements whatever the batch size: customers are upserted (``ON CONFLICT DO NOTHING``)
@@ -77,10 +77,10 @@ def ingest_events(*, events: list[dict[str, Any]]) -> dict[str, int]:
             customers = dict(cursor.fetchall())
         cursor.execute(
             f"INSERT INTO {event_table} "
-            "(customer_id, product_id, type, value, timestamp, session, client_event_id, created_at) "
-            "SELECT c, p, t, v, ts, s, cid, now() FROM unnest("
-            "%s::bigint[], %s::bigint[], %s::text[], %s::float8[], %s::timestamptz[], %s::text[], %s::text[]"
-            ") AS e(c, p, t, v, ts, s, cid) ON CONFLICT (client_event_id) DO NOTHING RETURNING 1",
+            "(customer_id, product_id, type, value, timestamp, session, client_event_id, rec_id, created_at) "
+            "SELECT c, p, t, v, ts, s, cid, r, now() FROM unnest(%s::bigint[], %s::bigint[], %s::text[], "
+            "%s::float8[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]"
+            ") AS e(c, p, t, v, ts, s, cid, r) ON CONFLICT (client_event_id) DO NOTHING RETURNING 1",
             [
                 [customers.get(e["customer"]) if e.get("customer") else None for e in fresh],
                 [e["product_id"] for e in fresh],
@@ -89,6 +89,7 @@ def ingest_events(*, events: list[dict[str, Any]]) -> dict[str, int]:
                 [e["timestamp"] for e in fresh],
                 [e.get("session") or "" for e in fresh],
                 [e["client_event_id"] for e in fresh],
+                [e.get("rec_id") or "" for e in fresh],
             ],
         )
         created = len(cursor.fetchall())

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "recommend",
     "chatbot",
     "ads",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -182,6 +183,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # bodies are JSON; the form parsers (browsable API forms) cannot carry the nested and typed fields
     "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStateEnum": "monitoring.models.Alert.State",
+        "ModelStateEnum": "backbone.models.TrainedModel.State",
+    },
     "GET_LIB_DOC_EXCLUDES": "config.schema.lib_doc_excludes",
 }
 
@@ -210,9 +215,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # beat (embedded in the default worker) sends the reaper of dead training jobs every this many seconds.
 TRAINING_REAP_INTERVAL = env_int("TRAINING_REAP_INTERVAL", 60)
+# ... and the online metrics' refresh (the current and previous hour and day, then the alert rules).
+METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 300)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": float(TRAINING_REAP_INTERVAL)},
+    "refresh-online-metrics": {"task": "monitoring.refresh", "schedule": float(METRICS_REFRESH_SECONDS)},
 }
+
+# Monitoring: who gets alert mail (comma-separated; a rule may name its own), how mail is sent
+# (console by default: alerts show in the worker's log), and the bearer token Prometheus scrapes
+# /metrics with (empty: staff only).
+ALERT_EMAILS = env_str("ALERT_EMAILS", "")
+ALERT_WEBHOOK_TIMEOUT = env_int("ALERT_WEBHOOK_TIMEOUT", 5)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "alerts@localhost")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # The shared backbone.
 BACKBONE_BASE_MODEL = env_str("BACKBONE_BASE_MODEL")  # a local HF model folder; empty: packaged MiniLM

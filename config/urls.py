@@ -1,10 +1,11 @@
-"""URL map: admin, the versioned REST API, its OpenAPI schema and docs."""
+"""URL map: admin, the versioned REST API, its OpenAPI schema and docs, and Prometheus' /metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import HealthView
+from monitoring.views import PrometheusView
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
@@ -16,11 +17,13 @@ api_v1 = [
     path("recommend/", include("recommend.urls")),
     path("chat/", include("chatbot.urls")),
     path("ads/", include("ads.urls")),
+    path("metrics/", include("monitoring.urls")),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("metrics", PrometheusView.as_view(), name="prometheus"),
 ]
 
 # JSON under /api/, Django's HTML pages elsewhere (config/http_errors.py).

@@ -5,6 +5,9 @@ Behaviour events live in ``catalog``; these rows only describe what was trained 
 
 from __future__ import annotations
 
+import secrets
+
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from backbone.models import TrainedModel
@@ -42,6 +45,40 @@ class RepeatPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.category_path or '(all)'}: {'repeats allowed' if self.allow_repeats else 'no repeats'}"
+
+
+def new_rec_id() -> str:
+    return secrets.token_hex(8)
+
+
+class RecommendationLog(models.Model):
+    """One recommendation answer as served: what was shown, from which source, by which model.
+
+    Its ``rec_id`` is in the answer; an event that echoes it (``Event.rec_id``) is a click on it,
+    which the online metrics (``monitoring``) attribute to the source of the product it names.
+    """
+
+    class Kind(models.TextChoices):
+        FOR_YOU = "for_you", "for you"
+        SIMILAR = "similar"
+        BOUGHT_TOGETHER = "bought_together", "bought together"
+        POPULAR = "popular"
+
+    rec_id = models.CharField(max_length=32, unique=True, default=new_rec_id, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    customer = models.CharField(max_length=128, blank=True, help_text="External id (for you).")
+    product = models.CharField(max_length=64, blank=True, help_text="SKU asked about (similar, bought together).")
+    fallback = models.CharField(max_length=20, blank=True, help_text="Why popular items were served, if they were.")
+    model_version = models.CharField(max_length=100, blank=True, help_text="The recommender that served it.")
+    products = ArrayField(models.BigIntegerField(), default=list, help_text="Product ids shown, in order.")
+    sources = ArrayField(models.CharField(max_length=16), default=list, help_text="Each product's source.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.rec_id} {self.kind} ({len(self.products)} items)"
 
 
 class CustomerPreview(Customer):

@@ -33,7 +33,11 @@ class RecommendedItemSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["model", "new_product", "popular", "text"])
 
 
+REC_ID_HELP = "Echo it as the rec_id of the events this answer leads to (clicks are attributed to it)."
+
+
 class RecommendResponseSerializer(serializers.Serializer):
+    rec_id = serializers.CharField(help_text=REC_ID_HELP)
     customer = serializers.CharField()
     fallback = serializers.ChoiceField(
         choices=["unknown_customer", "no_history", "no_model"],
@@ -44,11 +48,13 @@ class RecommendResponseSerializer(serializers.Serializer):
 
 
 class SimilarResponseSerializer(serializers.Serializer):
+    rec_id = serializers.CharField(help_text=REC_ID_HELP)
     product = serializers.CharField(help_text="The SKU asked about.")
     items = RecommendedItemSerializer(many=True)
 
 
 class PopularResponseSerializer(serializers.Serializer):
+    rec_id = serializers.CharField(help_text=REC_ID_HELP)
     items = RecommendedItemSerializer(many=True)
 
 

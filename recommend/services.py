@@ -30,7 +30,7 @@ from backbone import errors, lifecycle
 from backbone.models import ModelVersion
 from catalog.models import Customer, Event, Product, ProductEmbedding
 from recommend import ml
-from recommend.models import RecommenderModel, RepeatPolicy
+from recommend.models import RecommendationLog, RecommenderModel, RepeatPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,21 @@ def served_model() -> ServedModel | None:
             _CACHE.update(model_id=row.pk, served=served)
         _CACHE["checked_at"] = now
         return _CACHE["served"]
+
+
+def log_recommendation(*, kind: str, items: list[Recommendation], fallback: str | None = None, **asked: str) -> str:
+    """Log one answer as served (one INSERT) and return its ``rec_id``; ``asked`` is the customer
+    or the product SKU it was for. Events that echo the id are attributed to it (``monitoring``)."""
+    served = served_model()
+    row = RecommendationLog.objects.create(
+        kind=kind,
+        fallback=fallback or "",
+        model_version=served.row.name if served is not None and fallback is None else "",
+        products=[item.product.pk for item in items],
+        sources=[item.source for item in items],
+        **asked,
+    )
+    return row.rec_id
 
 
 def _positions(product_ids: np.ndarray) -> dict[int, int]:

@@ -37,6 +37,9 @@ class CustomerRecommendView(APIView):
         result = services.recommend_for_customer(
             external_id=customer_id, k=params.validated_data["k"], category=params.validated_data["category"] or None
         )
+        result["rec_id"] = services.log_recommendation(
+            kind="for_you", items=result["items"], fallback=result["fallback"], customer=customer_id
+        )
         return Response(RecommendResponseSerializer(result).data)
 
 
@@ -49,7 +52,8 @@ class _ProductRecommendView(APIView):
         params = SimilarRequestSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         items = services.similar_products(sku=sku, k=params.validated_data["k"], mode=self.mode)
-        return Response(SimilarResponseSerializer({"product": sku, "items": items}).data)
+        rec_id = services.log_recommendation(kind=self.mode, items=items, product=sku)
+        return Response(SimilarResponseSerializer({"product": sku, "items": items, "rec_id": rec_id}).data)
 
 
 class SimilarView(_ProductRecommendView):
@@ -76,7 +80,8 @@ class PopularView(APIView):
         items = services.popular_products(
             k=params.validated_data["k"], category=params.validated_data["category"] or None
         )
-        return Response(PopularResponseSerializer({"items": items}).data)
+        rec_id = services.log_recommendation(kind="popular", items=items)
+        return Response(PopularResponseSerializer({"items": items, "rec_id": rec_id}).data)
 
 
 class ModelsView(generics.ListAPIView):

@@ -1,0 +1,160 @@
+"""Aggregating the online metrics into ``MetricValue`` rows, and checking the alert rules.
+
+Both run on a schedule (``monitoring.refresh``, every ``METRICS_REFRESH_SECONDS``): pages, the API
+and ``/metrics`` only read the small aggregate table, never the raw logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from monitoring import metrics
+from monitoring.models import Alert, AlertRule, MetricValue
+
+logger = logging.getLogger(__name__)
+SPAN = {MetricValue.Granularity.HOUR: timedelta(hours=1), MetricValue.Granularity.DAY: timedelta(days=1)}
+
+
+def bucket_start(moment: datetime, granularity: str) -> datetime:
+    """The start (UTC) of the hour or day holding ``moment``."""
+    moment = moment.astimezone(UTC)
+    if granularity == MetricValue.Granularity.DAY:
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def compute_period(*, granularity: str, start: datetime) -> int:
+    """(Re)compute every metric for the hour or day starting at ``start``; return the rows stored.
+
+    Idempotent: the bucket's rows are replaced in one transaction, so computing it twice stores the
+    same rows, and a reader never sees it half written.
+    """
+    start = bucket_start(start, granularity)
+    end = start + SPAN[granularity]
+    rows = [
+        MetricValue(
+            metric=metric.name, granularity=granularity, start=start, version=version[:100],
+            dimension=dimension[:200], value=value, count=count,
+        )
+        for metric in metrics.METRICS.values()
+        for version, dimension, value, count in metric.compute(start, end)
+    ]  # fmt: skip
+    with transaction.atomic():
+        MetricValue.objects.filter(granularity=granularity, start=start).delete()
+        MetricValue.objects.bulk_create(rows)
+    return len(rows)
+
+
+def refresh(*, now: datetime | None = None) -> dict[str, int]:
+    """Recompute the current and the previous hour and day (late events land in the previous one),
+    then check the alert rules. Returns counts."""
+    now = now or timezone.now()
+    stored = 0
+    for granularity, span in SPAN.items():
+        for moment in (now - span, now):
+            stored += compute_period(granularity=granularity, start=moment)
+    return {"rows": stored, **check_rules(now=now)}
+
+
+def backfill(*, since: datetime, until: datetime, granularity: str, progress=None) -> int:
+    """Compute every bucket from ``since`` to ``until``; ``progress`` is called after each one."""
+    start, stored = bucket_start(since, granularity), 0
+    while start < until:
+        stored += compute_period(granularity=granularity, start=start)
+        start += SPAN[granularity]
+        if progress:
+            progress()
+    return stored
+
+
+def buckets_between(since: datetime, until: datetime, granularity: str) -> int:
+    span = SPAN[granularity]
+    return max(0, -(-(until - bucket_start(since, granularity)) // span))
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+def rule_value(rule: AlertRule, *, now: datetime) -> tuple[float, int] | None:
+    """The rule's metric over its window ending ``now`` (computed from the logs, bounded by the
+    window), for its version and dimension; None when nothing was observed."""
+    start = now - timedelta(minutes=rule.window_minutes)
+    for version, dimension, value, count in metrics.get(rule.metric).compute(start, now):
+        if version == rule.version and dimension == rule.dimension:
+            return value, count
+    return None
+
+
+def check_rules(*, now: datetime | None = None) -> dict[str, int]:
+    """Fire, keep or resolve each active rule's alert; a new firing is sent (mail, webhook)."""
+    now = now or timezone.now()
+    fired = resolved = 0
+    for rule in AlertRule.objects.filter(active=True):
+        measured = rule_value(rule, now=now)
+        breached = measured is not None and measured[1] >= rule.min_count and rule.breached(measured[0])
+        open_alert = rule.alerts.filter(state=Alert.State.FIRING).first()
+        if breached and open_alert is None:
+            fire(rule, *measured)
+            fired += 1
+        elif breached:
+            open_alert.last_value = measured[0]
+            open_alert.save(update_fields=["last_value"])
+        elif open_alert is not None and measured is not None:
+            open_alert.state, open_alert.resolved_at = Alert.State.RESOLVED, now
+            open_alert.last_value = measured[0]
+            open_alert.save(update_fields=["state", "resolved_at", "last_value"])
+            logger.info("alert %r resolved at %.4g", rule.name, measured[0])
+            resolved += 1
+    return {"fired": fired, "resolved": resolved}
+
+
+def fire(rule: AlertRule, value: float, count: int) -> Alert:
+    """Open an alert for ``rule`` and send it; a failed send is recorded on the alert, not raised."""
+    message = f"{rule.name}: {rule.condition}; measured {value:.4g} over {count} observations."
+    alert = Alert.objects.create(rule=rule, value=value, last_value=value, count=count, message=message)
+    logger.warning("alert fired: %s", message)
+    alert.notified = notify(rule, alert)
+    alert.save(update_fields=["notified"])
+    return alert
+
+
+def notify(rule: AlertRule, alert: Alert) -> list[str]:
+    """Send the alert by mail (the rule's addresses or ALERT_EMAILS) and to the rule's webhook;
+    return one line per channel saying what happened."""
+    outcome = []
+    recipients = [a.strip() for a in (rule.emails or settings.ALERT_EMAILS).split(",") if a.strip()]
+    if recipients:
+        try:
+            send_mail(f"[alert] {rule.name}", alert.message, settings.DEFAULT_FROM_EMAIL, recipients)
+            outcome.append(f"mail to {', '.join(recipients)}")
+        except Exception as exc:  # noqa: BLE001 (any mail failure is reported, never fatal)
+            logger.exception("alert mail for %r failed", rule.name)
+            outcome.append(f"mail failed: {exc}")
+    if rule.webhook_url:
+        outcome.append(post_webhook(rule.webhook_url, alert))
+    return outcome
+
+
+def post_webhook(url: str, alert: Alert) -> str:
+    """POST the alert as JSON (timeout ALERT_WEBHOOK_TIMEOUT); a line saying how it went."""
+    body = {
+        "rule": alert.rule.name, "metric": alert.rule.metric, "condition": alert.rule.condition,
+        "value": alert.value, "count": alert.count, "message": alert.message, "fired_at": alert.fired_at.isoformat(),
+    }  # fmt: skip
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.ALERT_WEBHOOK_TIMEOUT) as response:
+            return f"webhook {url}: {response.status}"
+    except Exception as exc:  # noqa: BLE001 (an unreachable webhook must not stop the other rules)
+        logger.warning("alert webhook %s failed: %s", url, exc)
+        return f"webhook {url} failed: {exc}"
