@@ -6,8 +6,12 @@ imports the filter backend while ``rest_framework.generics`` is still loading.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django import forms
+from django.db import models
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 
 class SentFiltersForm(forms.Form):
@@ -22,10 +26,34 @@ class SentFiltersForm(forms.Form):
         return cleaned
 
 
-def strict_filterset(model, fields: list[str]) -> type[filters.FilterSet]:
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, passed on in UTC: PostgreSQL refuses an offset such as +23:13 (a 500 before)."""
+
+    def clean(self, value):
+        moment = super().clean(value)
+        try:
+            return moment.astimezone(UTC) if moment is not None else None
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC time
+            raise forms.ValidationError("This time is out of range.") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
+def strict_filterset(model, fields: list[str] | dict[str, list[str]]) -> type[filters.FilterSet]:
     """django-filter's FilterSet on ``fields`` of ``model`` (as ``filterset_fields`` builds), refusing a
-    filter that is sent empty or unreadable (:class:`SentFiltersForm`)."""
-    meta = type("Meta", (), {"model": model, "fields": fields, "form": SentFiltersForm})
+    filter that is sent empty or unreadable (:class:`SentFiltersForm`); times filter in UTC."""
+    meta = type(
+        "Meta",
+        (),
+        {
+            "model": model,
+            "fields": fields,
+            "form": SentFiltersForm,
+            "filter_overrides": {models.DateTimeField: {"filter_class": UTCDateTimeFilter}},
+        },
+    )
     return type(f"{model.__name__}Filter", (filters.FilterSet,), {"Meta": meta})
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Aggregate, Avg, Case, Count, Exists, FloatField, OuterRef, Q, QuerySet, Sum, Value, When
+from django.db.models import Aggregate, Avg, Case, CharField, Count, Exists, FloatField, OuterRef, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import NullIf
 
 from ads.models import Campaign, ServedImpression
@@ -175,6 +175,8 @@ def chat_corrections(start: datetime, end: datetime) -> list[Row]:
 
 # --- ads ----------------------------------------------------------------------------------------
 
+CLICKED = Q(clicked_at__isnull=False)
+
 
 def impressions(start: datetime, end: datetime) -> QuerySet:
     return ServedImpression.objects.filter(served_at__gte=start, served_at__lt=end)
@@ -201,7 +203,33 @@ def ads_budget_used(start: datetime, end: datetime) -> list[Row]:
     ]
 
 
-CLICKED = Q(clicked_at__isnull=False)
+def binned(field: str, edges: tuple[float, ...]) -> Case:
+    """The label "lo-hi" of the bin of ``edges`` that ``field`` falls in (the last bin is closed)."""
+    whens = [
+        When(**{f"{field}__gte": lo, f"{field}__lt" if i < len(edges) - 2 else f"{field}__lte": hi}, then=Value(f"{lo:g}-{hi:g}"))
+        for i, (lo, hi) in enumerate(zip(edges, edges[1:]))
+    ]
+    return Case(*whens, default=Value(""), output_field=CharField())
+
+
+PCTR_BINS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 1.0)
+CONFIDENCE_BINS = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def ads_reliability(start: datetime, end: datetime) -> list[Row]:
+    """Observed CTR per bin of predicted CTR (the online reliability diagram of the pCTR model)."""
+    served = impressions(start, end).annotate(bin=binned("pctr", PCTR_BINS))
+    return grouped(served, "model_name", share(CLICKED), dimension="bin")
+
+
+def chat_reliability(start: datetime, end: datetime) -> list[Row]:
+    """Share of reviewed messages whose intent the operator confirmed, per bin of confidence."""
+    reviewed = messages(start, end).filter(
+        review_status__in=[Message.Review.CONFIRMED, Message.Review.RELABELLED]
+    ).annotate(bin=binned("confidence", CONFIDENCE_BINS))
+    return grouped(reviewed, "version__name", share(Q(review_status=Message.Review.CONFIRMED)), dimension="bin")
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
@@ -224,11 +252,13 @@ METRICS: dict[str, Metric] = {
         Metric("chatbot.confidence_p50", "Median confidence of the classifier.", "confidence", chat_value(Percentile("confidence", 0.5))),
         Metric("chatbot.confidence_p90", "90th percentile of the classifier's confidence.", "confidence", chat_value(Percentile("confidence", 0.9))),
         Metric("chatbot.corrections", "Messages relabelled in review, by the intent first given.", "count", chat_corrections, "intent"),
+        Metric("chatbot.reviewed_accuracy", "Share of reviewed messages confirmed, by confidence bin.", "ratio", chat_reliability, "confidence"),
         Metric("ads.impressions", "Ads served.", "count", lambda s, e: counted(ads_value(Count("pk"))(s, e))),
         Metric("ads.clicks", "Served ads clicked (by serving time).", "count", ads_value(Count("pk", filter=CLICKED))),
         Metric("ads.ctr", "Observed click-through rate.", "ratio", ads_value(share(CLICKED))),
         Metric("ads.mean_pctr", "Mean predicted click-through rate of the ads served.", "ratio", ads_value(Avg("pctr"))),
         Metric("ads.calibration_ratio", "Observed CTR / mean predicted CTR (1 = calibrated).", "ratio", ads_value(share(CLICKED) / NullIf(Avg("pctr"), 0.0))),
+        Metric("ads.ctr_by_pctr", "Observed CTR by bin of predicted CTR (reliability).", "ratio", ads_reliability, "pctr"),
         Metric("ads.spend", "Charged for clicks, per campaign id.", "money", ads_spend, "campaign"),
         Metric("ads.budget_used", "Spend / (daily budget x days in the window), per campaign id.", "ratio", ads_budget_used, "campaign"),
     ]

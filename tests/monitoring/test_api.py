@@ -87,3 +87,21 @@ def test_the_refresh_task_is_scheduled_and_runs(refreshed):
     schedule = settings.CELERY_BEAT_SCHEDULE["refresh-online-metrics"]
     assert schedule["task"] == refresh.name and schedule["schedule"] == settings.METRICS_REFRESH_SECONDS
     assert refresh.apply().get()["rows"] > 0
+
+
+def test_a_time_filter_with_an_offset_postgresql_refuses_is_read_in_utc(staff_client):
+    """+23:13 was a 500 (PostgreSQL's offsets stop at 15:59); in UTC it is a time like any other."""
+    assert staff_client.get("/api/v1/metrics/values", {"start__gte": "0712-09-28T10:31:15+23:13"}).status_code == 200
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "yesterday"])
+def test_a_time_filter_out_of_range_or_unreadable_is_a_400(staff_client, moment):
+    response = staff_client.get("/api/v1/metrics/values", {"start__gte": moment})
+    assert response.status_code == 400 and "start__gte" in response.json()
+
+
+def test_a_time_filter_with_an_offset_is_read_in_utc(staff_client, refreshed):
+    hour = services.bucket_start(timezone.now(), "hour")
+    shifted = hour.astimezone(timezone.get_fixed_timezone(13 * 60 + 30)).isoformat()
+    body = staff_client.get("/api/v1/metrics/values", {"start__gte": shifted, "granularity": "hour"}).json()
+    assert body["count"] > 0 and {r["start"][:13] for r in body["results"]} == {hour.isoformat()[:13]}

@@ -76,6 +76,9 @@ def test_chat_metrics_and_corrections_by_intent(db):
     assert value("chatbot.hand_off_rate") == (0.25, 4)
     assert value("chatbot.confidence_p50")[0] == pytest.approx(0.6)
     assert value("chatbot.corrections", dimension="billing") == (2.0, 2)
+    Message.objects.filter(text="m3").update(review_status=Message.Review.CONFIRMED)  # confidence 0.8
+    assert value("chatbot.reviewed_accuracy", dimension="0.8-0.9") == (1.0, 1)
+    assert value("chatbot.reviewed_accuracy", dimension="0.4-0.6") == (0.0, 1)  # 0.4, relabelled
 
 
 def test_ads_calibration_spend_and_budget_share(db):
@@ -90,6 +93,7 @@ def test_ads_calibration_spend_and_budget_share(db):
     assert value("ads.ctr") == (0.2, 10)
     assert value("ads.mean_pctr")[0] == pytest.approx(0.1)
     assert value("ads.calibration_ratio")[0] == pytest.approx(2.0)
+    assert value("ads.ctr_by_pctr", dimension="0.1-0.2") == (0.2, 10)
     campaign = str(ad.campaign_id)
     assert value("ads.spend", dimension=campaign) == (1.0, 2)
     assert value("ads.budget_used", dimension=campaign)[0] == pytest.approx(1.0 / 1.0)  # 24 a day = 1 an hour
