@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "chatbot",
     "ads",
     "monitoring",
+    "storefront",
 ]
 
 MIDDLEWARE = [

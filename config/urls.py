@@ -1,4 +1,4 @@
-"""URL map: admin, the versioned REST API, its OpenAPI schema and docs, and Prometheus' /metrics."""
+"""URL map: admin, the versioned REST API, its OpenAPI schema and docs, Prometheus' /metrics and the demo storefront."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import HealthView
 from monitoring.views import PrometheusView
+from storefront.views import demo
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
@@ -24,6 +25,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("metrics", PrometheusView.as_view(), name="prometheus"),
+    path("demo/", demo, name="demo-storefront"),
 ]
 
 # JSON under /api/, Django's HTML pages elsewhere (config/http_errors.py).
