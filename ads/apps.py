@@ -8,7 +8,7 @@ class AdsConfig(AppConfig):
     verbose_name = "Ads"
 
     def ready(self) -> None:
-        from ads import datasets, evaluation, services
+        from ads import datasets, evaluation, training
         from ads.embeddings import ad_index
         from ads.importers import import_ipinyou
         from backbone import registry
@@ -25,13 +25,14 @@ class AdsConfig(AppConfig):
         )
         registry.register_evaluator("ads", evaluation.DATASETS, evaluation.run)
         registry.register_index(ad_index)  # creatives are re-embedded when a backbone version is activated
-        registry.register_task("ads_ctr", services.build_text_training_task)
+        registry.register_task("ads_ctr", training.build_text_training_task)
         registry.register_app(
             registry.AppTrainer(
                 app="ads",
                 tasks=("ads_ctr",),
                 fine_tunes=False,
-                data=services.training_summary,
-                fit=services.fit_ctr_version,
+                data=training.training_summary,
+                fit=training.fit_ctr_version,
+                validate=training.validate_ctr_version,
             )
         )

@@ -7,7 +7,7 @@ from rest_framework import permissions, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ads import services
+from ads import services, training
 from ads.models import Ad, AdSlot, Advertiser, Campaign
 from ads.serializers import (
     AdClickRequestSerializer,
@@ -105,5 +105,5 @@ class AdTrainView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         parameters = {"activate": data["activate"], **{f"ads_{k}": v for k, v in data.items() if k != "activate"}}
-        job = services.start_ctr_training(parameters=parameters, user=request.user)
+        job = training.start_ctr_training(parameters=parameters, user=request.user)
         return Response(TrainingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

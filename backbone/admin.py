@@ -1,11 +1,11 @@
-"""Admin of the backbone: the one page shape of every trained artifact, and training jobs."""
+"""Admin of the backbone: the one page shape of every trained artifact, training jobs, retraining schedules."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from backbone import jobs, lifecycle, registry, services
-from backbone.models import ModelVersion, TrainingJob
+from backbone.models import ModelVersion, RetrainingSchedule, TrainingJob
 
 
 class TrainedModelAdmin(admin.ModelAdmin):
@@ -178,3 +178,30 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         cancelled = sum(jobs.cancel_training_job(job_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"Cancelled {cancelled} job(s).")
+
+
+class RetrainingScheduleForm(forms.ModelForm):
+    app = forms.ChoiceField(choices=lambda: [(app, app) for app in sorted(registry.APP_TRAINERS)])
+
+    class Meta:
+        model = RetrainingSchedule
+        fields = ["app", "cron", "enabled", "tolerance"]
+
+
+@admin.register(RetrainingSchedule)
+class RetrainingScheduleAdmin(admin.ModelAdmin):
+    """Per app, when it retrains on its own (django-celery-beat runs it); a run activates only what
+    validates at least as well as what serves, and its training job says which way it went."""
+
+    form = RetrainingScheduleForm
+    list_display = ["app", "cron", "enabled", "tolerance", "last_run"]
+    list_filter = ["enabled"]
+
+    @admin.display(description="last scheduled run")
+    def last_run(self, schedule: RetrainingSchedule) -> str:
+        job = TrainingJob.objects.filter(parameters__gate=True, parameters__apps=[schedule.app]).first()
+        if job is None:
+            return "-"
+        gate = job.metrics.get("gate", {})
+        outcome = {True: "activated", False: "kept what serves"}.get(gate.get("promoted"), job.status)
+        return format_html('<a href="../trainingjob/{}/change/">#{}</a> {}', job.pk, job.pk, outcome)

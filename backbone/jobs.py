@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from backbone import lifecycle, registry, services
+from backbone import gate, lifecycle, registry, services
 from backbone.models import ModelVersion, TrainedModel, TrainingJob
 from backbone.multitask import MultiTaskTrainer, TrainingCancelled, TrainingConfig
 from backbone.queue import one_at_a_time
@@ -241,7 +241,7 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
 
     with _Heartbeat(job_id):
         try:
-            version, rows = _run_plan(job, progress, should_stop)
+            version, rows, verdict = _run_plan(job, progress, should_stop)
         except TrainingCancelled as exc:
             services.append_job_log(job_id, str(exc))
         except Exception as exc:
@@ -252,12 +252,15 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
                 status=TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
             )
         else:
-            _finish(job, version, rows)
+            _finish(job, version, rows, verdict)
     return TrainingJob.objects.get(pk=job_id)
 
 
-def _run_plan(job: TrainingJob, progress: Progress, should_stop) -> tuple[ModelVersion, list[TrainedModel]]:
-    """Fine-tune (if planned), embed, fit each app; activate everything together unless told not to."""
+def _run_plan(
+    job: TrainingJob, progress: Progress, should_stop
+) -> tuple[ModelVersion, list[TrainedModel], gate.Verdict | None]:
+    """Fine-tune (if planned), embed, fit each app; activate everything together unless told not to
+    (or, in a gated run, unless the gate holds it back)."""
     plan = plan_training(job.parameters)
     params = {**{k: v for t in plan.apps for k, v in t.parameters.items()}, **job.parameters}
     for app, reason in plan.skipped.items():
@@ -271,17 +274,18 @@ def _run_plan(job: TrainingJob, progress: Progress, should_stop) -> tuple[ModelV
     )
     try:
         rows = _fit_apps(job, plan, params, version, tune_end, progress, should_stop)
+        verdict = _switch(job, plan, params, version, rows, progress)
     except BaseException as exc:
         if version.training_job_id == job.pk:  # the new version never served: it failed with the job
             lifecycle.fail(ModelVersion, pk=version.pk, error=f"its training job failed: {type(exc).__name__}: {exc}")
         raise
-    return version, rows
+    return version, rows, verdict
 
 
 def _fit_apps(
     job: TrainingJob, plan: Plan, params: dict, version: ModelVersion, start: float, progress: Progress, should_stop
 ) -> list[TrainedModel]:
-    """Embed for ``version`` (when new), fit each planned app on it, and switch (unless ``activate`` is false)."""
+    """Embed for ``version`` (when new) and fit each planned app on it; return the new app models."""
     new = version.training_job_id == job.pk
     embed_end = start + 0.1 if new else start
     if new:
@@ -297,12 +301,27 @@ def _fit_apps(
             raise TrainingCancelled(f"cancelled after training {trainer.app}")
         if row is not None:
             rows.append(row)
-    if params.get("activate", True):
+    return rows
+
+
+def _switch(
+    job: TrainingJob, plan: Plan, params: dict, version: ModelVersion, rows: list[TrainedModel], progress: Progress
+) -> gate.Verdict | None:
+    """Serve ``version`` and ``rows`` together, unless ``activate`` is false or a gated run's
+    validation gate holds them back (then they stay ready); return the gate's verdict, if judged."""
+    verdict = None
+    if params.get("activate", True) and params.get("gate"):
+        verdict = gate.judge(version=version, rows=rows, apps=plan.apps, tolerance=float(params.get("tolerance", 0.0)))
+        for line in verdict.lines:
+            progress(0.98, f"validation gate: {line}")
+    if params.get("activate", True) and (verdict is None or verdict.promote):
         progress(0.99, "activating " + ", ".join([version.name, *(row.name for row in rows)]))
         services.switch_together(version=version, rows=rows)
-    elif new:
+    elif version.training_job_id == job.pk:
         ModelVersion.objects.filter(pk=version.pk).update(state=ModelVersion.State.READY)
-    return rows
+    if verdict is not None and not verdict.promote:
+        gate.held_back.send(sender=TrainingJob, job_id=job.pk, verdict=verdict)
+    return verdict
 
 
 def fine_tune(job_id: int, params: dict[str, Any], tasks: list[str], progress: Progress, should_stop) -> ModelVersion:
@@ -333,11 +352,13 @@ def fine_tune(job_id: int, params: dict[str, Any], tasks: list[str], progress: P
     )
 
 
-def _finish(job: TrainingJob, version: ModelVersion, rows: list[TrainedModel]) -> None:
-    """Record success (unless the job was cancelled or reaped meanwhile)."""
+def _finish(job: TrainingJob, version: ModelVersion, rows: list[TrainedModel], verdict: gate.Verdict | None) -> None:
+    """Record success (unless the job was cancelled or reaped meanwhile), with the gate's verdict."""
     metrics = {"backbone": version.name, **{row._meta.model_name: {"name": row.name, **row.metrics} for row in rows}}
     if version.tasks and version.training_job_id == job.pk:
         metrics["tasks"] = version.metrics.get("tasks", {})
+    if verdict is not None:
+        metrics["gate"] = {"promoted": verdict.promote, "lines": verdict.lines, "scores": verdict.scores}
     with transaction.atomic():
         finished = TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING).update(
             status=TrainingJob.Status.SUCCEEDED,
@@ -346,7 +367,11 @@ def _finish(job: TrainingJob, version: ModelVersion, rows: list[TrainedModel]) -
             result_version=version if version.training_job_id == job.pk else None,
             finished_at=timezone.now(),
         )
-    if finished:
+    if finished and verdict is not None and not verdict.promote:
+        services.append_job_log(
+            job.pk, f"done: kept what serves; {version.name}, {[r.name for r in rows]} are ready, not active"
+        )
+    elif finished:
         services.append_job_log(job.pk, f"done: serving backbone {version.name}, {[r.name for r in rows]}")
     else:
         for row in rows:

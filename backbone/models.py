@@ -3,8 +3,11 @@ training jobs that produce them."""
 
 from __future__ import annotations
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.db.models import Q
+
+from backbone import registry, schedules
 
 
 class TrainedModel(models.Model):
@@ -105,3 +108,52 @@ class TrainingJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class RetrainingSchedule(models.Model):
+    """When one app is retrained on its own (cron, UTC), kept in django-celery-beat's database
+    scheduler as a PeriodicTask (``backbone.schedules``). A scheduled run trains as ``manage.py
+    train APP`` does, but activates only what its validation gate passes (``backbone.gate``)."""
+
+    app = models.CharField(max_length=20, unique=True, help_text="search, recommend, chatbot or ads.")
+    cron = models.CharField(
+        max_length=100, default="0 3 * * *", help_text="minute hour day-of-month month day-of-week (UTC)."
+    )
+    enabled = models.BooleanField(default=True)
+    tolerance = models.FloatField(
+        default=0.0, help_text="How far below the serving model's validation score a new one may be and still serve."
+    )
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["app"]
+
+    def __str__(self) -> str:
+        return f"retrain {self.app} at '{self.cron}'"
+
+    def save(self, *args, **kwargs) -> None:
+        """Save and keep its PeriodicTask in step (one transaction)."""
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            schedules.sync(self)
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic():
+            task = self.periodic_task
+            result = super().delete(*args, **kwargs)
+            if task is not None:
+                task.delete()
+            return result
+
+    def clean(self) -> None:
+        if self.app not in registry.APP_TRAINERS:
+            raise ValidationError({"app": f"Unknown app {self.app!r}; one of {sorted(registry.APP_TRAINERS)}."})
+        try:
+            schedules.parse_cron(self.cron)
+        except ValueError as exc:
+            raise ValidationError({"cron": str(exc)}) from None
+        if self.tolerance < 0:
+            raise ValidationError({"tolerance": "Must be 0 or more."})

@@ -79,7 +79,11 @@ class AppTrainer:
       are all the app serves; raises on failure. ``progress(fraction, message)`` reports progress.
       The job activates every returned row together with the backbone version;
     - ``parameters``: the app's default job parameters (e.g. the intent recipe's epochs and rates);
-      a job merges those of its apps in order, and what the caller passed overrides them.
+      a job merges those of its apps in order, and what the caller passed overrides them;
+    - ``validate(version=, row=)``: the score (higher is better) that what would serve with backbone
+      ``version`` and app model ``row`` gets on the app's validation split, as ``(metric, value,
+      n)``, or None without enough validation data; a scheduled run activates only if each app's new
+      score is at least the serving one's (``backbone.gate``). None: the app is not judged.
     """
 
     app: str
@@ -88,6 +92,7 @@ class AppTrainer:
     data: Callable[[], str]
     fit: Callable[..., Any] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    validate: Callable[..., tuple[str, float, int] | None] | None = None
 
 
 def register_app(trainer: AppTrainer) -> None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from backbone import errors, lifecycle, registry
 from backbone.encoder import Encoder, packaged_model_path
-from backbone.models import ModelVersion, TrainingJob
+from backbone.models import ModelVersion, RetrainingSchedule, TrainingJob
 from backbone.multitask import save_head
 from backbone.queue import enqueue_on_commit
 
@@ -188,6 +188,22 @@ def preparing() -> list[dict[str, Any]]:
 
 
 # --- training jobs --------------------------------------------------------------------------
+
+
+def start_scheduled_training(*, app: str) -> int | None:
+    """Start the gated training job of ``app``'s enabled RetrainingSchedule (``backbone.gate``): it
+    trains as ``manage.py train APP`` does and activates only what validates at least as well as
+    what serves. None (logged) when there is no such schedule or the app has no data."""
+    schedule = RetrainingSchedule.objects.filter(app=app, enabled=True).first()
+    if schedule is None:
+        logger.info("no enabled retraining schedule for %s: nothing started", app)
+        return None
+    if app not in registry.APP_TRAINERS or not registry.APP_TRAINERS[app].data():
+        logger.warning("scheduled retraining of %s not started: no data to train on", app)
+        return None
+    job = start_training_job(apps=[app], parameters={"gate": True, "tolerance": schedule.tolerance})
+    logger.info("scheduled retraining of %s: training job %s", app, job.pk)
+    return job.pk
 
 
 def start_training_job(

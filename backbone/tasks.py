@@ -23,3 +23,10 @@ def embed_version(version_id: int) -> None:
 @shared_task(name="backbone.reap_stale_jobs")
 def reap_stale_jobs() -> int:
     return jobs.reap_stale_jobs()
+
+
+@shared_task(name="backbone.scheduled_training")
+def scheduled_training(app: str) -> int | None:
+    """A retraining schedule's run (sent by beat): a gated training job of ``app``; its id, or None
+    when the schedule is gone or disabled or the app has nothing to train on."""
+    return services.start_scheduled_training(app=app)

@@ -4,7 +4,7 @@
 
 1. Prepares its own STATE_DIR (migrate, bootstrap), creates 100 campaigns x 10 ads, a slot, and
    4,000 synthetic served impressions with clicks; trains the served pCTR recipe on them
-   (``ads.services.fit_ctr_version``, what ``manage.py train ads`` runs, with 2 epochs per network:
+   (``ads.training.fit_ctr_version``, what ``manage.py train ads`` runs, with 2 epochs per network:
    the figures are about speed, not quality) and activates it.
 2. Scoring: ``scoring_1000_candidates`` is one call that scores all 1,000 ads (their fields,
    cached creative embeddings, a given context embedding, DeepFM, calibration);
@@ -40,7 +40,7 @@ QUERIES = ["cordless drill", "garden hose", "led bulb", "paint roller", "wood sc
 
 def seed_ads(n_ads: int, seed: int) -> str:
     """Create campaigns, ads, a slot and a served log with clicks; train and activate a pCTR model."""
-    from ads import services
+    from ads import services, training
     from ads.models import Ad, AdSlot, Advertiser, Campaign, CtrModelVersion, ServedImpression
     from backbone import lifecycle
     from backbone.services import get_active_version
@@ -94,7 +94,7 @@ def seed_ads(n_ads: int, seed: int) -> str:
         clicked = [imp.pk for imp in log if rng.random() < 0.05]
         ServedImpression.objects.filter(pk__in=clicked).update(clicked_at="2026-01-01T00:00Z")
     if lifecycle.active(CtrModelVersion) is None:
-        row = services.fit_ctr_version(version=get_active_version(), parameters={"ads_max_epochs": 2})
+        row = training.fit_ctr_version(version=get_active_version(), parameters={"ads_max_epochs": 2})
         lifecycle.activate(CtrModelVersion, pk=row.pk)
     return slot.name
 

@@ -95,7 +95,11 @@ class Event(models.Model):
     session = models.CharField(max_length=128, blank=True, db_index=True)
     client_event_id = models.CharField(max_length=128, unique=True)
     rec_id = models.CharField(
-        max_length=32, blank=True, default="", db_default="", help_text="The recommendation that showed the product (its answer's rec_id)."
+        max_length=32,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The recommendation that showed the product (its answer's rec_id).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,6 +1,7 @@
 """Request and response serializers of the catalogue API, and the request-body rules every app's serializers
 share: JSON types as the schema documents them (:class:`JSONTypesMixin`), 404/409 for a missing
-reference or a taken unique value (:class:`ReferenceStatusMixin`)."""
+reference or a taken unique value (:class:`ReferenceStatusMixin`), integers in a query string as
+digits only (:class:`QueryIntegerField`)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,21 @@ class JSONTypesMixin:
         except serializers.ValidationError as exc:
             raise serializers.ValidationError({**exc.detail, **wrong}) from None
         raise serializers.ValidationError(wrong)
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter written as digits: DRF's own also takes ``10.0`` (and the schema says
+    integer), and reads a parameter sent empty (``k=``) as not sent."""
+
+    def get_value(self, dictionary):
+        if dictionary.get(self.field_name) == "":  # DRF reads an empty optional parameter as not sent
+            return ""  # to_internal_value refuses it
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class MissingReference(exceptions.ValidationError):

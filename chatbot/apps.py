@@ -33,5 +33,6 @@ class ChatbotConfig(AppConfig):
                 data=services.training_summary,
                 fit=services.fit_for_version,
                 parameters=services.training_parameters(),  # the intent recipe, as evaluate intents trains
+                validate=services.validate_version,
             )
         )

@@ -30,6 +30,8 @@ PROTOTYPE_EXAMPLES = 64  # examples per intent averaged into its prototype
 FALLBACK_ANSWER = "Sorry, I can't help with that here. Let me pass you to a colleague."
 DEFAULT_ANSWER = "Thanks, I understand you asked about: {label}. A colleague will follow up if needed."
 CLARIFY_ANSWER = "Did you mean {first} or {second}?"
+VALIDATION_LIMIT = 2000  # validation examples a scheduled retraining's gate classifies (by id)
+MIN_VALIDATION = 20
 _CACHE_LOCK = threading.Lock()
 _CLASSIFIERS: dict[tuple, IntentClassifier | None] = {}
 _REFRESH_ASKED: set[int] = set()
@@ -281,6 +283,27 @@ class Reply:
     hand_off: bool
     version: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_version(*, version: ModelVersion, row=None) -> tuple[str, float, int] | None:
+    """The share of validation examples (split ``val``, the first VALIDATION_LIMIT by id) that chat,
+    served by ``version``, answers with their intent (an out-of-scope example: out of scope); the
+    chatbot's score in a scheduled retraining's gate. None with fewer than MIN_VALIDATION examples."""
+    examples = list(
+        IntentExample.objects.filter(split=IntentExample.Split.VAL)
+        .order_by("id")
+        .values_list("text", "intent__name", "intent__is_out_of_scope")[:VALIDATION_LIMIT]
+    )
+    classifier = classifier_for(version)
+    if len(examples) < MIN_VALIDATION or classifier is None:
+        return None
+    encoder = backbone_services.version_encoder(version)
+    if settings.CHATBOT_INT8_ENCODER and encoder.device.type == "cpu":
+        encoder = encoder.quantized()  # as chat serves it (backbone.services.active_int8_encoder)
+    texts = [text for text, _, _ in examples]
+    predictions = classifier.predict(encode_messages(encoder, texts), texts)
+    correct = sum(p.intent == (None if oos else name) for p, (_, name, oos) in zip(predictions, examples, strict=True))
+    return "accuracy", correct / len(examples), len(examples)
 
 
 def predict_message(text: str) -> tuple[ModelVersion, Prediction | None]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from celery import Celery
-from celery.beat import PersistentScheduler, SchedulingError
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -14,28 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("bulk"), Queue("training"))
-app.conf.beat_scheduler = "config.celery:ReconnectingScheduler"
-
-
-class ReconnectingScheduler(PersistentScheduler):
-    """beat's scheduler (schedule kept in the ``--schedule`` file), reconnecting after a failed send.
-
-    beat caches one producer for its whole life. When a send fails while the broker is down (our
-    PostgreSQL restarting, or Redis), kombu leaves that producer on a closed channel and every later
-    send fails with "channel disconnected", forever. Dropping the producer and its connection
-    makes the next due entry open new ones.
-    """
-
-    def apply_async(self, entry, producer=None, advance=True, **kwargs):
-        try:
-            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-        except SchedulingError:
-            self.__dict__.pop("producer", None)  # cached properties: recreated on next access
-            connection = self.__dict__.pop("connection", None)
-            if connection is not None:
-                with contextlib.suppress(Exception):  # a broken connection may fail to close: dropped anyway
-                    connection.release()
-            raise
+app.conf.beat_scheduler = "config.beat:ReconnectingScheduler"  # the schedule in the database
 
 
 def database_broker_url() -> str:

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "catalog",
     "backbone",
     "search",
@@ -217,7 +218,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # beat (embedded in the default worker) sends the reaper of dead training jobs every this many seconds.
 TRAINING_REAP_INTERVAL = env_int("TRAINING_REAP_INTERVAL", 60)
 # ... and the online metrics' refresh (the current and previous hour and day, then the alert rules).
-METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 300)
+METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": float(TRAINING_REAP_INTERVAL)},
     "refresh-online-metrics": {"task": "monitoring.refresh", "schedule": float(METRICS_REFRESH_SECONDS)},
@@ -228,6 +229,7 @@ CELERY_BEAT_SCHEDULE = {
 # /metrics with (empty: staff only).
 ALERT_EMAILS = env_str("ALERT_EMAILS", "")
 ALERT_WEBHOOK_TIMEOUT = env_int("ALERT_WEBHOOK_TIMEOUT", 5)
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")  # alerts without a rule (e.g. retraining held back)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)

@@ -1,12 +1,17 @@
 """Admin: alert rules (validated: a known metric, a bound where the comparison needs one), the alerts
-they raised, and the aggregated metric values (read only)."""
+they raised, the aggregated metric values (read only) and the dashboards drawn from them."""
 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseBadRequest
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 
-from monitoring import metrics
+from monitoring import dashboard, metrics
 from monitoring.models import Alert, AlertRule, MetricValue
 
 
@@ -27,6 +32,44 @@ class MetricValueAdmin(ReadOnlyAdmin):
     search_fields = ["metric", "dimension"]
     date_hierarchy = "start"
 
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("dashboard/", view(self.dashboard_index), name="monitoring_dashboard"),
+            path("dashboard/<slug:app>/", view(self.dashboard_app), name="monitoring_dashboard_app"),
+            *super().get_urls(),
+        ]
+
+    def dashboard_index(self, request):
+        """The dashboards' index: the apps, and the backbone's versions and training loss."""
+        self.check_view_permission(request)
+        data = dashboard.index_page()
+        return self.render_dashboard(request, "admin/monitoring/dashboard_index.html", "Monitoring dashboards", data)
+
+    def dashboard_app(self, request, app: str):
+        """An app's dashboard over ``?range=`` (48h, the default, or 30d; anything else is a 400)."""
+        self.check_view_permission(request)
+        if app not in dashboard.APPS:
+            raise Http404(f"No dashboard for {app!r}.")
+        range_key = request.GET.get("range", dashboard.DEFAULT_RANGE)
+        if range_key not in dashboard.RANGES:
+            return HttpResponseBadRequest(f"range must be one of {', '.join(dashboard.RANGES)}")
+        data = {**dashboard.app_page(app, range_key, timezone.now()), "app": app}
+        title = f"{dashboard.APPS[app].title} dashboard"
+        return self.render_dashboard(request, "admin/monitoring/dashboard.html", title, data)
+
+    def check_view_permission(self, request) -> None:
+        """PermissionDenied unless the user may view metric values."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def render_dashboard(self, request, template: str, title: str, data: dict) -> TemplateResponse:
+        """A dashboard page in the admin's frame; its non-empty ``data["charts"]`` also go to the script as JSON."""
+        chart_data = {c["id"]: c for c in data["charts"] if not c["empty"]}
+        pages = [(key, page.title) for key, page in dashboard.APPS.items()]
+        context = {"title": title, "opts": self.opts, "pages": pages, "chart_data": chart_data}
+        return TemplateResponse(request, template, {**self.admin_site.each_context(request), **data, **context})
+
 
 class AlertInline(admin.TabularInline):
     model = Alert
@@ -44,7 +87,8 @@ class AlertRuleForm(forms.ModelForm):
 
     class Meta:
         model = AlertRule
-        fields = "__all__"
+        fields = ["name", "metric", "version", "dimension", "comparison", "threshold", "upper", "window_minutes",
+                  "min_count", "emails", "webhook_url", "active"]  # fmt: skip
 
 
 @admin.register(AlertRule)
@@ -62,8 +106,17 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdmin):
-    list_display = ["fired_at", "rule", "state", "value", "last_value", "count", "resolved_at"]
+    list_display = ["fired_at", "title", "state", "value", "last_value", "count", "resolved_at"]
     list_filter = ["state", "rule", "fired_at"]
     list_select_related = ["rule"]
-    search_fields = ["rule__name", "message"]
+    search_fields = ["title", "message"]
     date_hierarchy = "fired_at"
+    actions = ["resolve"]
+
+    @admin.action(description="Resolve the selected alerts (a rule still breached fires again)")
+    def resolve(self, request, queryset):
+        count = queryset.filter(state=Alert.State.FIRING).update(state=Alert.State.RESOLVED, resolved_at=timezone.now())
+        self.message_user(request, f"{count} alert(s) resolved.", messages.SUCCESS)
+
+    def has_resolve_permission(self, request) -> bool:
+        return self.has_view_permission(request)

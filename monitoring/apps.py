@@ -6,3 +6,9 @@ from django.apps import AppConfig
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Monitoring"
+
+    def ready(self) -> None:
+        from backbone import gate
+        from monitoring import services
+
+        gate.held_back.connect(services.alert_held_back, dispatch_uid="monitoring.alert_held_back")

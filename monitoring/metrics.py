@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Aggregate, Avg, Case, CharField, Count, Exists, FloatField, OuterRef, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Case,
+    CharField,
+    Count,
+    Exists,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import NullIf
 
 from ads.models import Campaign, ServedImpression
@@ -69,7 +83,9 @@ def grouped(queryset: QuerySet, version: str, value, count=None, dimension: str 
         for r in queryset.values(*keys).annotate(v=value, n=count)
     ]
     if dimension:
-        totals = [(ALL, str(r[dimension]), r["v"], r["n"]) for r in queryset.values(dimension).annotate(v=value, n=count)]
+        totals = [
+            (ALL, str(r[dimension]), r["v"], r["n"]) for r in queryset.values(dimension).annotate(v=value, n=count)
+        ]
     else:
         total = queryset.aggregate(v=value, n=count)
         totals = [(ALL, "", total["v"], total["n"])]
@@ -189,7 +205,11 @@ def ads_value(value) -> Callable[[datetime, datetime], list[Row]]:
 def ads_spend(start: datetime, end: datetime) -> list[Row]:
     """What each campaign was charged for clicks in the range (by the time of the click)."""
     clicks = ServedImpression.objects.filter(clicked_at__gte=start, clicked_at__lt=end, charged__isnull=False)
-    return [(ALL, d, value, n) for v, d, value, n in grouped(clicks, "model_name", Sum("charged"), dimension="campaign_id") if v == ALL]
+    return [
+        (ALL, d, value, n)
+        for v, d, value, n in grouped(clicks, "model_name", Sum("charged"), dimension="campaign_id")
+        if v == ALL
+    ]
 
 
 def ads_budget_used(start: datetime, end: datetime) -> list[Row]:
@@ -206,7 +226,10 @@ def ads_budget_used(start: datetime, end: datetime) -> list[Row]:
 def binned(field: str, edges: tuple[float, ...]) -> Case:
     """The label "lo-hi" of the bin of ``edges`` that ``field`` falls in (the last bin is closed)."""
     whens = [
-        When(**{f"{field}__gte": lo, f"{field}__lt" if i < len(edges) - 2 else f"{field}__lte": hi}, then=Value(f"{lo:g}-{hi:g}"))
+        When(
+            **{f"{field}__gte": lo, f"{field}__lt" if i < len(edges) - 2 else f"{field}__lte": hi},
+            then=Value(f"{lo:g}-{hi:g}"),
+        )
         for i, (lo, hi) in enumerate(zip(edges, edges[1:]))
     ]
     return Case(*whens, default=Value(""), output_field=CharField())
@@ -224,9 +247,11 @@ def ads_reliability(start: datetime, end: datetime) -> list[Row]:
 
 def chat_reliability(start: datetime, end: datetime) -> list[Row]:
     """Share of reviewed messages whose intent the operator confirmed, per bin of confidence."""
-    reviewed = messages(start, end).filter(
-        review_status__in=[Message.Review.CONFIRMED, Message.Review.RELABELLED]
-    ).annotate(bin=binned("confidence", CONFIDENCE_BINS))
+    reviewed = (
+        messages(start, end)
+        .filter(review_status__in=[Message.Review.CONFIRMED, Message.Review.RELABELLED])
+        .annotate(bin=binned("confidence", CONFIDENCE_BINS))
+    )
     return grouped(reviewed, "version__name", share(Q(review_status=Message.Review.CONFIRMED)), dimension="bin")
 
 

@@ -39,7 +39,7 @@ class MetricValue(models.Model):
 
 
 class AlertRule(models.Model):
-    """"Metric <comparison> threshold over the last window", checked after every metrics refresh.
+    """ "Metric <comparison> threshold over the last window", checked after every metrics refresh.
 
     Ratios are fractions (15% is 0.15); latencies are milliseconds. A window with fewer than
     ``min_count`` observations (e.g. searches) is not judged.
@@ -57,7 +57,9 @@ class AlertRule(models.Model):
         WEEK = 10080, "7 days"
 
     name = models.CharField(max_length=200, unique=True)
-    metric = models.CharField(max_length=64, help_text="One of monitoring.metrics.METRICS (GET /api/v1/metrics/definitions).")
+    metric = models.CharField(
+        max_length=64, help_text="One of monitoring.metrics.METRICS (GET /api/v1/metrics/definitions)."
+    )
     version = models.CharField(max_length=100, default=metrics.ALL, help_text="A model version, or 'all'.")
     dimension = models.CharField(max_length=200, blank=True, help_text="e.g. a source or campaign id; '' = total.")
     comparison = models.CharField(max_length=8, choices=Comparison.choices, default=Comparison.ABOVE)
@@ -65,9 +67,7 @@ class AlertRule(models.Model):
     upper = models.FloatField(null=True, blank=True, help_text="Upper bound (only for 'outside').")
     window_minutes = models.PositiveIntegerField(choices=Window.choices, default=Window.HOUR)
     min_count = models.PositiveIntegerField(default=20, help_text="Observations needed before judging.")
-    emails = models.CharField(
-        max_length=500, blank=True, help_text="Comma-separated; empty = settings.ALERT_EMAILS."
-    )
+    emails = models.CharField(max_length=500, blank=True, help_text="Comma-separated; empty = settings.ALERT_EMAILS.")
     webhook_url = models.URLField(blank=True, help_text="Receives a JSON POST when the alert fires.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,17 +108,20 @@ class AlertRule(models.Model):
 
 
 class Alert(models.Model):
-    """One firing of a rule: open while the rule stays breached, resolved when it no longer is."""
+    """One firing of a rule (open while the rule stays breached, resolved when it no longer is), or an
+    event worth an operator's eye without a rule (a scheduled retraining that kept the serving
+    models), open until an operator resolves it."""
 
     class State(models.TextChoices):
         FIRING = "firing"
         RESOLVED = "resolved"
 
-    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    rule = models.ForeignKey(AlertRule, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    title = models.CharField(max_length=200, default="", help_text="The rule's name, or what happened.")
     state = models.CharField(max_length=8, choices=State.choices, default=State.FIRING, db_index=True)
-    value = models.FloatField(help_text="The metric when the alert fired.")
-    last_value = models.FloatField(help_text="The metric at the latest check.")
-    count = models.PositiveIntegerField(help_text="Observations behind the value.")
+    value = models.FloatField(null=True, blank=True, help_text="The metric when the alert fired.")
+    last_value = models.FloatField(null=True, blank=True, help_text="The metric at the latest check.")
+    count = models.PositiveIntegerField(default=0, help_text="Observations behind the value.")
     message = models.TextField()
     notified = models.JSONField(default=list, blank=True, help_text="Where it was sent, or why not.")
     fired_at = models.DateTimeField(auto_now_add=True)
@@ -133,4 +136,4 @@ class Alert(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.rule}: {self.state}"
+        return f"{self.title}: {self.state}"

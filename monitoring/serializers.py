@@ -23,11 +23,11 @@ class MetricValueSerializer(serializers.ModelSerializer):
 
 
 class AlertSerializer(serializers.ModelSerializer):
-    rule = serializers.CharField(source="rule.name")
-    condition = serializers.CharField(source="rule.condition")
+    rule = serializers.CharField(source="rule.name", allow_null=True, default=None)
+    condition = serializers.CharField(source="rule.condition", allow_null=True, default=None)
 
     class Meta:
         model = Alert
-        fields = ["id", "rule", "condition", "state", "value", "last_value", "count", "message", "notified",
+        fields = ["id", "title", "rule", "condition", "state", "value", "last_value", "count", "message", "notified",
                   "fired_at", "resolved_at"]  # fmt: skip
         read_only_fields = fields

@@ -119,35 +119,53 @@ def check_rules(*, now: datetime | None = None) -> dict[str, int]:
 def fire(rule: AlertRule, value: float, count: int) -> Alert:
     """Open an alert for ``rule`` and send it; a failed send is recorded on the alert, not raised."""
     message = f"{rule.name}: {rule.condition}; measured {value:.4g} over {count} observations."
-    alert = Alert.objects.create(rule=rule, value=value, last_value=value, count=count, message=message)
-    logger.warning("alert fired: %s", message)
-    alert.notified = notify(rule, alert)
+    alert = Alert.objects.create(
+        rule=rule, title=rule.name, value=value, last_value=value, count=count, message=message
+    )
+    return send(alert, emails=rule.emails, webhook_url=rule.webhook_url)
+
+
+def raise_alert(*, title: str, message: str) -> Alert:
+    """An alert without a rule (open until an operator resolves it), sent to ALERT_EMAILS and ALERT_WEBHOOK_URL."""
+    alert = Alert.objects.create(title=title[:200], message=message)
+    return send(alert, emails="", webhook_url=settings.ALERT_WEBHOOK_URL)
+
+
+def alert_held_back(sender, *, job_id: int, verdict, **kwargs) -> None:
+    """Receiver of ``backbone.gate.held_back``: a scheduled retraining kept the serving models."""
+    raise_alert(
+        title=f"retraining held back (training job {job_id})",
+        message=f"Training job {job_id} kept the serving models: " + "; ".join(verdict.lines),
+    )
+
+
+def send(alert: Alert, *, emails: str, webhook_url: str) -> Alert:
+    """Log the alert, mail it (``emails`` or ALERT_EMAILS) and post it to ``webhook_url``; record on
+    the alert one line per channel saying what happened (a failed send is recorded, not raised)."""
+    logger.warning("alert: %s", alert.message)
+    outcome = []
+    recipients = [a.strip() for a in (emails or settings.ALERT_EMAILS).split(",") if a.strip()]
+    if recipients:
+        try:
+            send_mail(f"[alert] {alert.title}", alert.message, settings.DEFAULT_FROM_EMAIL, recipients)
+            outcome.append(f"mail to {', '.join(recipients)}")
+        except Exception as exc:  # noqa: BLE001 (any mail failure is reported, never fatal)
+            logger.exception("alert mail for %r failed", alert.title)
+            outcome.append(f"mail failed: {exc}")
+    if webhook_url:
+        outcome.append(post_webhook(webhook_url, alert))
+    alert.notified = outcome
     alert.save(update_fields=["notified"])
     return alert
 
 
-def notify(rule: AlertRule, alert: Alert) -> list[str]:
-    """Send the alert by mail (the rule's addresses or ALERT_EMAILS) and to the rule's webhook;
-    return one line per channel saying what happened."""
-    outcome = []
-    recipients = [a.strip() for a in (rule.emails or settings.ALERT_EMAILS).split(",") if a.strip()]
-    if recipients:
-        try:
-            send_mail(f"[alert] {rule.name}", alert.message, settings.DEFAULT_FROM_EMAIL, recipients)
-            outcome.append(f"mail to {', '.join(recipients)}")
-        except Exception as exc:  # noqa: BLE001 (any mail failure is reported, never fatal)
-            logger.exception("alert mail for %r failed", rule.name)
-            outcome.append(f"mail failed: {exc}")
-    if rule.webhook_url:
-        outcome.append(post_webhook(rule.webhook_url, alert))
-    return outcome
-
-
 def post_webhook(url: str, alert: Alert) -> str:
     """POST the alert as JSON (timeout ALERT_WEBHOOK_TIMEOUT); a line saying how it went."""
+    rule = alert.rule
     body = {
-        "rule": alert.rule.name, "metric": alert.rule.metric, "condition": alert.rule.condition,
-        "value": alert.value, "count": alert.count, "message": alert.message, "fired_at": alert.fired_at.isoformat(),
+        "title": alert.title, "rule": rule.name if rule else None, "metric": rule.metric if rule else None,
+        "condition": rule.condition if rule else None, "value": alert.value, "count": alert.count,
+        "message": alert.message, "fired_at": alert.fired_at.isoformat(),
     }  # fmt: skip
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"

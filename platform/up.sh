@@ -44,8 +44,7 @@ fi
 
 # One torch thread for the default and bulk workers (and the training worker keeps every core): four
 # processes with a thread per core each, busy-waiting, made a 2-core machine ~10x slower at everything.
-BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q default -n "default@%h" --concurrency 2 -B \
-  --schedule "$STATE_DIR/run/celerybeat-schedule" --loglevel INFO \
+BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q default -n "default@%h" --concurrency 2 -B --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-default.log" --pidfile "$STATE_DIR/run/worker-default.pid" --detach
 BACKBONE_TORCH_THREADS=${WORKER_TORCH_THREADS:-1} celery -A config worker -Q bulk -n "bulk@%h" --concurrency 1 --loglevel INFO \
   --logfile "$STATE_DIR/log/worker-bulk.log" --pidfile "$STATE_DIR/run/worker-bulk.pid" --detach
@@ -56,7 +55,7 @@ gunicorn config.wsgi -c config/gunicorn.conf.py --bind "127.0.0.1:$PORT" --daemo
 
 for _ in $(seq 1 60); do
   if curl -fsS "http://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1; then
-    echo "platform is up: http://127.0.0.1:$PORT/admin/  API docs: http://127.0.0.1:$PORT/api/v1/docs"
+    echo "platform is up: http://127.0.0.1:$PORT/admin/  API docs: http://127.0.0.1:$PORT/api/v1/docs  demo storefront: http://127.0.0.1:$PORT/demo/"
     echo "credentials (printed once on first start): $STATE_DIR/credentials.json; logs: $STATE_DIR/log/; stop: platform/down.sh"
     if [ -n "$DATA_DIR" ] && [ "$TRAIN" = 1 ]; then
       # serving already; the training worker trains every app with data, then switches them together

@@ -6,21 +6,21 @@ from dataclasses import fields
 
 from rest_framework import serializers
 
-from catalog.serializers import JSONTypesMixin
+from catalog.serializers import JSONTypesMixin, QueryIntegerField
 from recommend import ml
 from recommend.models import RecommenderModel
 from recommend.services import MAX_K, unknown_parameters
 
 
 class RecommendRequestSerializer(serializers.Serializer):
-    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
+    k = QueryIntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
     category = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default="", help_text="Category prefix, e.g. 'movies/Drama'."
     )
 
 
 class SimilarRequestSerializer(serializers.Serializer):
-    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
+    k = QueryIntegerField(min_value=1, max_value=MAX_K, default=10, help_text=f"How many items (1-{MAX_K}).")
 
 
 class RecommendedItemSerializer(serializers.Serializer):

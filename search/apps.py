@@ -26,5 +26,6 @@ class SearchConfig(AppConfig):
                 fine_tunes=True,
                 data=training.training_summary,
                 fit=training.fit_ranker,
+                validate=training.validate_version,
             )
         )

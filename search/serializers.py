@@ -6,7 +6,7 @@ import math
 
 from rest_framework import serializers
 
-from catalog.serializers import JSONTypesMixin
+from catalog.serializers import JSONTypesMixin, QueryIntegerField
 from search.services import MODES, SORTS
 
 MAX_QUERY_LENGTH = 500
@@ -48,8 +48,8 @@ class SearchRequestSerializer(StrictQuerySerializer):
     max_price = PriceBoundField()
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
     sort = serializers.ChoiceField(choices=SORTS, default="relevance")
-    page = serializers.IntegerField(min_value=1, max_value=1000, default=1)
-    page_size = serializers.IntegerField(min_value=1, max_value=100, default=20)
+    page = QueryIntegerField(min_value=1, max_value=1000, default=1)
+    page_size = QueryIntegerField(min_value=1, max_value=100, default=20)
     session = serializers.CharField(max_length=128, required=False, default="")
     mode = serializers.ChoiceField(
         choices=MODES, default="hybrid", help_text="'lexical': PostgreSQL full text only (no model)."
@@ -108,7 +108,7 @@ class SearchResponseSerializer(serializers.Serializer):
 
 class SuggestRequestSerializer(StrictQuerySerializer):
     q = serializers.CharField(max_length=SUGGEST_MAX_LENGTH, trim_whitespace=True)
-    limit = serializers.IntegerField(min_value=1, max_value=20, default=8)
+    limit = QueryIntegerField(min_value=1, max_value=20, default=8)
 
 
 class SuggestionSerializer(serializers.Serializer):

@@ -42,6 +42,9 @@ DEFAULTS = {
     # 8x an intent batch: 150 keep the fine-tune near 15 minutes there (a GPU takes the full 458 of Home Depot)
     "search_max_steps": 150,
 }
+VALIDATION_SHARE = 0.1  # of the ranker side's query texts (a stable hash): early-stop the ranker, judge the gate
+VALIDATION_LIMIT = 500  # the most of them a scheduled retraining's gate scores
+MIN_VALIDATION = 10
 Progress = Callable[[float, str], None]
 
 
@@ -80,6 +83,12 @@ def split_queries(texts: list[str], share: float) -> tuple[list[str], list[str]]
     if len(ranker) < MIN_RANKER_QUERIES or not backbone:
         return list(texts), list(texts)
     return backbone, ranker
+
+
+def is_validation_query(text: str) -> bool:
+    """Whether ``text`` is held out of the ranker's training (a salted stable hash of the normalised text,
+    so every training, and the gate, holds out the same queries)."""
+    return zlib.crc32(("validation " + services.normalize_query(text)).encode()) % 1000 < VALIDATION_SHARE * 1000
 
 
 def build_training_task(parameters: dict[str, Any]) -> ml.SearchContrastiveTask:
@@ -122,16 +131,21 @@ def ranker_examples(parameters: dict[str, Any]) -> tuple[list[tuple[str, dict[in
     if len(examples) < MIN_RANKER_QUERIES:
         raise ValueError(f"the search ranker needs at least {MIN_RANKER_QUERIES} judged or clicked queries")
     share = option(parameters, "search_ranker_typo_fraction")
-    typos = [(ml.add_typo(text, rng), labels) for text, labels in examples if rng.random() < share]
     seen = {text for text, _ in examples}
-    typos = [(text, labels) for text, labels in typos if text not in seen]
+    typos = []
+    for text, labels in examples:
+        if rng.random() < share:
+            typo = ml.add_typo(text, rng)
+            # no near copy of a held-out query in training, and no typo'd copy among the held-out queries
+            if typo not in seen and not is_validation_query(text) and not is_validation_query(typo):
+                typos.append((typo, labels))
     return examples + typos, len(typos)
 
 
 def ranker_features(
     version, examples: list[tuple[str, dict[int, float]]], progress: Progress
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Return one (features, relevances) pair per example with 2+ candidates, retrieved as search serves.
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Return features, relevances and the query text of each example with 2+ candidates, retrieved as search serves.
 
     Uses backbone ``version``'s encoder and product embeddings (it need not be active).
     """
@@ -140,7 +154,7 @@ def ranker_features(
     retrieval.catalogue_vocabulary(refresh=True)
     prepared = [retrieval.correct_query(text) for text, _ in examples]
     vectors = version_encoder(version).encode([encoded for _, encoded in prepared])
-    features, relevances = [], []
+    features, relevances, kept = [], [], []
     with transaction.atomic(), connection.cursor() as cursor:
         for i, ((text, labels), (corrected, _), vector) in enumerate(zip(examples, prepared, vectors, strict=True)):
             retrieved = retrieval.retrieve(
@@ -150,9 +164,10 @@ def ranker_features(
             if len(retrieved.candidates) > 1:
                 features.append(retrieved.features)
                 relevances.append(np.array([labels.get(c.key, 0.0) for c in retrieved.candidates]))
+                kept.append(text)
             if i % 200 == 0:
                 progress(0.9 * i / len(examples), f"ranker features {i:,}/{len(examples):,}")
-    return features, relevances
+    return features, relevances, kept
 
 
 def held_out_ndcg(scores: list[np.ndarray], relevances: list[np.ndarray]) -> float:
@@ -165,16 +180,19 @@ def held_out_ndcg(scores: list[np.ndarray], relevances: list[np.ndarray]) -> flo
 
 
 def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tuple[ml.Ranker, dict[str, Any]]:
-    """Fit the lambdarank model for ``version``; 10% of its queries (seeded) early-stop it. Return it and its metrics.
+    """Fit the lambdarank model for ``version``; its validation queries (:func:`is_validation_query`; a
+    seeded 10% in a shop too small to have any) early-stop it. Return it and its metrics.
 
     The metrics hold the NDCG@10 of the ranker and of the untrained fusion on those held-out queries.
     """
     examples, typo_copies = ranker_examples(parameters)
-    features, relevances = ranker_features(version, examples, progress)
-    order = list(range(len(features)))
-    random.Random(parameters.get("seed", 7)).shuffle(order)
-    n_valid = max(1, len(order) // 10)
-    valid, train = order[:n_valid], order[n_valid:]
+    features, relevances, texts = ranker_features(version, examples, progress)
+    valid = [i for i, text in enumerate(texts) if is_validation_query(text)]
+    if not valid or len(valid) == len(texts):
+        order = list(range(len(features)))
+        random.Random(parameters.get("seed", 7)).shuffle(order)
+        valid = order[: max(1, len(order) // 10)]
+    train = [i for i in range(len(features)) if i not in set(valid)]
     progress(0.9, f"fitting the ranker on {len(train):,} queries")
     ranker = ml.Ranker.fit(
         [features[i] for i in train],
@@ -193,6 +211,24 @@ def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tup
         "fusion_ndcg@10": held_out_ndcg([ml.fusion_scores(features[i]) for i in valid], held_out),
     }
     return ranker, {**metrics, "feature_importance": ranker.feature_importance()}
+
+
+def validate_version(*, version, row: SearchRanker | None = None) -> tuple[str, float, int] | None:
+    """NDCG@10 of search as served with backbone ``version`` and ranker ``row`` (else the active ranker
+    when it was trained for ``version``, else the fusion scores) on the held-out validation queries of
+    the ranker's side: the search score in a scheduled retraining's gate. None with too few of them."""
+    judged = judged_queries()
+    _, ranker_side = split_queries(sorted(judged), DEFAULTS["search_ranker_share"])
+    examples = [(t, judged[t]) for t in ranker_side if is_validation_query(t)][:VALIDATION_LIMIT]
+    if row is None:
+        active = lifecycle.active(SearchRanker)
+        row = active if active is not None and active.backbone_version_id == version.pk else None
+    features, relevances, _ = ranker_features(version, examples, lambda fraction, message: None)
+    if len(features) < MIN_VALIDATION:
+        return None
+    ranker = ml.Ranker.load(Path(row.path)) if row is not None else None
+    scores = [ranker.predict(f) if ranker is not None else ml.fusion_scores(f) for f in features]
+    return "ndcg@10", held_out_ndcg(scores, relevances), len(features)
 
 
 def fit_ranker(

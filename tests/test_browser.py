@@ -63,7 +63,9 @@ def browser(tmp_path):
 def shop(transactional_db, tiny_active_version, django_user_model):
     """Products with embeddings, a customer with history, two taught intents, a paid ad slot, an operator."""
     from chatbot import services as chat
+    from search import services as search
 
+    search.reset_caches()  # the catalogue's vocabulary (typo correction) of an earlier test's products
     products = [ProductFactory(title=t, brand=b, category_path=c, price=Decimal("19.99")) for t, b, c in TITLES]
     embed_products(product_ids=[p.pk for p in products])
     shopper = CustomerFactory(external_id="shopper-1")
@@ -76,6 +78,7 @@ def shop(transactional_db, tiny_active_version, django_user_model):
     django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True, is_superuser=True)
     yield products
     chat.reset_caches()
+    search.reset_caches()
 
 
 def screenshots() -> Path:
@@ -161,3 +164,18 @@ def test_a_shopper_uses_the_demo_storefront_and_the_dashboard_shows_it(browser, 
     assert hour.get(metric="recommend.clicks", dimension="text").value == 1
     assert hour.get(metric="search.ctr").value > 0
     assert hour.get(metric="ads.clicks").value == 1
+    see_the_dashboards(browser, live_server.url)
+
+
+def see_the_dashboards(driver, base: str) -> None:
+    """Each app's dashboard draws its charts with Chart.js (vendored by install.sh) from the refreshed rows."""
+    from selenium.webdriver.common.by import By
+
+    for app, metric in [("search", "search.ctr"), ("recommend", "recommend.clicks"), ("chatbot", "chatbot.messages"),
+                        ("ads", "ads.clicks")]:  # fmt: skip
+        driver.get(f"{base}/admin/monitoring/metricvalue/dashboard/{app}/")
+        canvas = wait_for(driver, f'canvas[data-chart="{metric}"]')[0]
+        drawn = driver.execute_script("return window.Chart && Chart.getChart(arguments[0]) ? true : false", canvas)
+        assert drawn, f"{metric} was not drawn on the {app} dashboard"
+        assert not driver.find_elements(By.CSS_SELECTOR, ".errornote")
+        driver.save_screenshot(str(screenshots() / f"dashboard-{app}.png"))

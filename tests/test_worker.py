@@ -51,7 +51,7 @@ def start_worker(tmp_path):
         if broker_url:
             env["CELERY_BROKER_URL"] = broker_url
         log = open(tmp_path / f"worker-{len(procs)}.log", "w")
-        beat_args = ["-B", "--schedule", str(tmp_path / "celerybeat-schedule")] if beat else []
+        beat_args = ["-B"] if beat else []  # the database scheduler (config.beat)
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,bulk,training", "-c", "1",
              "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"test{len(procs)}@%h", *beat_args],

@@ -12,7 +12,7 @@ import pytest
 import torch
 from django.utils import timezone
 
-from ads import services
+from ads import services, training
 from ads.ml import CtrModel
 from ads.models import CtrModelVersion, ServedImpression
 from backbone import jobs, lifecycle
@@ -61,7 +61,7 @@ def served_log(db):
 
 
 def test_the_training_job_trains_activates_and_serves_the_pctr_model(served_log, tiny_active_version, models_dir):
-    job = services.start_ctr_training(parameters={"activate": True, **TINY})
+    job = training.start_ctr_training(parameters={"activate": True, **TINY})
 
     jobs.run_training_job(job_id=job.pk)
 
@@ -79,7 +79,7 @@ def test_the_training_job_trains_activates_and_serves_the_pctr_model(served_log,
 def test_the_evaluation_path_and_the_select_api_give_the_same_pctr(
     served_log, tiny_active_version, models_dir, storefront_client
 ):
-    row = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    row = training.fit_ctr_version(version=tiny_active_version, parameters=TINY)
     lifecycle.activate(CtrModelVersion, pk=row.pk)
     logged = ServedImpression.objects.count()
     contexts = [{"query": "drill bits", "customer": "ann"}, {"query": "hose", "customer": "bo"}, {"query": "saw"}]
@@ -92,7 +92,7 @@ def test_the_evaluation_path_and_the_select_api_give_the_same_pctr(
     api = {ad["token"]: ad["pctr"] for answer in answers for ad in answer.json()["ads"]}
     assert {answer.json()["model"] for answer in answers} == {row.name} and len(api) == 6
     # the evaluation path: the platform's adapter reads the impressions select logged; the saved model scores them
-    data = services.training_data(version=tiny_active_version, encoder=version_encoder(tiny_active_version))
+    data = training.training_data(version=tiny_active_version, encoder=version_encoder(tiny_active_version))
     new = list(ServedImpression.objects.order_by("served_at", "id")[logged:])
     measured = CtrModel.load(Path(row.path)).predict(data.subset(np.arange(logged, len(data))))
     np.testing.assert_allclose([api[imp.token] for imp in new], measured, atol=2e-6)  # the API rounds to 6 places
@@ -100,23 +100,23 @@ def test_the_evaluation_path_and_the_select_api_give_the_same_pctr(
 
 def test_fit_without_enough_clicks_fails_its_row_and_raises(db, tiny_active_version, models_dir):
     with pytest.raises(services.NotEnoughImpressions, match="not enough served impressions"):
-        services.fit_ctr_version(version=tiny_active_version, parameters={})
+        training.fit_ctr_version(version=tiny_active_version, parameters={})
 
     row = CtrModelVersion.objects.get()
     assert row.state == CtrModelVersion.State.FAILED and "not enough served impressions" in row.error
 
 
 def test_ads_has_data_to_train_only_with_clicked_impressions(served_log):
-    assert services.training_summary().startswith("300 served impressions")
+    assert training.training_summary().startswith("300 served impressions")
     ServedImpression.objects.update(clicked_at=None)
 
-    assert services.training_summary() == ""
+    assert training.training_summary() == ""
 
 
 def test_rolling_back_serves_the_previous_pctr_model(served_log, tiny_active_version, models_dir):
-    first = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    first = training.fit_ctr_version(version=tiny_active_version, parameters=TINY)
     lifecycle.activate(CtrModelVersion, pk=first.pk)
-    second = services.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    second = training.fit_ctr_version(version=tiny_active_version, parameters=TINY)
     lifecycle.activate(CtrModelVersion, pk=second.pk)
     assert services.select_ads(slot=served_log.name, query="drill")["model"] == second.name
 
@@ -127,7 +127,7 @@ def test_rolling_back_serves_the_previous_pctr_model(served_log, tiny_active_ver
 
 
 def test_text_task_fine_tunes_the_shared_backbone(served_log, tiny_active_version):
-    task = services.build_text_training_task({})
+    task = training.build_text_training_task({})
     encoder = load_encoder(tiny_active_version)
 
     result = MultiTaskTrainer(encoder, [task], TrainingConfig(epochs=1, batch_size=16, baselines=True)).fit()
@@ -135,3 +135,12 @@ def test_text_task_fine_tunes_the_shared_backbone(served_log, tiny_active_versio
     assert result.steps > 0
     assert 0 <= result.metrics["ads_ctr"]["auc"] <= 1
     assert "cosine_untuned" in result.baselines["ads_ctr"]
+
+
+def test_the_gate_scores_a_pctr_model_by_auc_on_its_validation_split(served_log, tiny_active_version, models_dir):
+    """The ads validator gives what the fit measured on the same newest 20% (its own validation)."""
+    row = training.fit_ctr_version(version=tiny_active_version, parameters=TINY)
+    metric, auc, n = training.validate_ctr_version(version=tiny_active_version, row=row)
+    assert (metric, n) == ("auc", 60) and auc == pytest.approx(row.metrics["validation"]["auc"], abs=1e-4)
+    assert auc > 0.6  # the clicks follow the query: a model that learned anything beats chance
+    assert training.validate_ctr_version(version=tiny_active_version, row=None) is None

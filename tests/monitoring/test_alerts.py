@@ -99,7 +99,9 @@ def test_ads_calibration_rule_outside_a_band_fires_over_a_day():
 
 
 def test_an_unreachable_webhook_is_recorded_and_other_rules_still_run():
-    AlertRule.objects.create(name="a", metric="search.queries", threshold=1, min_count=1, webhook_url="http://127.0.0.1:9/x")
+    AlertRule.objects.create(
+        name="a", metric="search.queries", threshold=1, min_count=1, webhook_url="http://127.0.0.1:9/x"
+    )
     AlertRule.objects.create(name="b", metric="search.zero_result_rate", threshold=0.1, min_count=1)
     searches(5, zero=5)
     assert services.check_rules()["fired"] == 2
@@ -135,3 +137,13 @@ def test_a_good_rule_saves_in_the_admin(admin_client):
             "alerts-TOTAL_FORMS": "0", "alerts-INITIAL_FORMS": "0"}  # fmt: skip
     assert admin_client.post("/admin/monitoring/alertrule/add/", form).status_code == 302
     assert AlertRule.objects.get().condition == "ads.calibration_ratio (all) outside 0.8-1.25 over 1 day"
+
+
+def test_an_operator_resolves_an_alert_in_the_admin(admin_client):
+    from monitoring.services import raise_alert
+
+    alert = raise_alert(title="retraining held back (training job 7)", message="kept what serves")
+    response = admin_client.post("/admin/monitoring/alert/", {"action": "resolve", "_selected_action": [alert.pk]})
+    assert response.status_code == 302
+    alert.refresh_from_db()
+    assert alert.state == "resolved" and alert.resolved_at is not None

@@ -129,7 +129,9 @@ def test_computing_a_bucket_twice_stores_the_same_rows():
     search_logs()
 
     def stored():
-        return sorted(MetricValue.objects.values_list("metric", "granularity", "start", "version", "dimension", "value", "count"))
+        return sorted(
+            MetricValue.objects.values_list("metric", "granularity", "start", "version", "dimension", "value", "count")
+        )
 
     first = services.compute_period(granularity="day", start=HOUR)
     rows = stored()

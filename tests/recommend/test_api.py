@@ -311,3 +311,9 @@ def test_stored_out_of_range_events_break_neither_serving_nor_training(storefron
     response = storefront_client.get(f"/api/v1/recommend/customers/{customer.external_id}")
     assert response.status_code == 200, response.content
     assert storefront_client.get("/api/v1/recommend/popular").status_code == 200
+
+
+@pytest.mark.parametrize("k", ["10.0", "1e1", "ten", ""])
+def test_k_must_be_written_as_digits(public_client, k):
+    response = public_client.get("/api/v1/recommend/popular", {"k": k})
+    assert response.status_code == 400 and "k" in response.json()

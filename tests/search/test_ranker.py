@@ -13,7 +13,7 @@ from catalog.services import embed_products
 from search import evaluation, ml, services, training
 from search.models import SearchRanker
 from tests.factories import ProductFactory
-from tests.search.conftest import TITLES, add_judged_queries
+from tests.search.conftest import JUDGED, TITLES, add_judged_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +164,52 @@ def test_evaluation_ranks_exactly_as_the_api_serves(packaged_catalogue, storefro
 
     assert served == [("learned", evaluation.served_ranking(q)[:10]) for q in queries]
     assert all(len(skus) > 1 for _, skus in served)
+
+
+@pytest.fixture
+def many_judged(catalogue):
+    """300 judged queries (enough for a ranker side and its held-out validation queries)."""
+    from search.models import JudgedQuery, RelevanceLabel
+
+    by_title = {p.title: p for p in catalogue}
+    for i in range(300):
+        query, title = JUDGED[i % len(JUDGED)]
+        judged = JudgedQuery.objects.create(external_id=f"m{i}", text=f"{query} model {i}", dataset="test")
+        RelevanceLabel.objects.create(query=judged, product=by_title[title], relevance=3.0)
+    return catalogue
+
+
+def test_the_gate_scores_search_as_the_api_serves_it_on_the_held_out_queries(
+    many_judged, tiny_active_version, settings, tmp_path
+):
+    """The search validator's NDCG@10 is that of the API's own rankings of the held-out queries."""
+    settings.MODELS_DIR = tmp_path
+    judged = training.judged_queries()
+    _, ranker_side = training.split_queries(sorted(judged), training.DEFAULTS["search_ranker_share"])
+    held_out = [t for t in ranker_side if training.is_validation_query(t)]
+    assert 10 <= len(held_out) < len(ranker_side) / 4
+    skus = {p.pk: p.sku for p in many_judged}
+    served = evaluation.score_rankings(
+        [evaluation.served_ranking(t) for t in held_out], [{skus[p]: r for p, r in judged[t].items()} for t in held_out]
+    )
+
+    metric, value, n = training.validate_version(version=tiny_active_version)
+
+    assert (metric, n) == ("ndcg@10", len(held_out)) and value == pytest.approx(served["ndcg@10"], abs=1e-4)
+
+
+def test_the_ranker_early_stops_on_the_held_out_queries_and_trains_on_none_of_them(
+    many_judged, tiny_active_version, settings, tmp_path
+):
+    settings.MODELS_DIR = tmp_path
+    row = training.fit_ranker(
+        version=tiny_active_version, parameters={"search_ranker_rounds": 20, "search_ranker_min_gain": -1.0}
+    )
+    examples, _ = training.ranker_examples({})
+    held_out = [t for t, _ in examples if training.is_validation_query(t)]
+    assert row.metrics["held_out"]["queries"] == len(held_out) > 0
+    lifecycle.activate(SearchRanker, pk=row.pk)
+    metric, value, n = training.validate_version(version=tiny_active_version)  # the active ranker of this version
+    assert n >= len(held_out) and value == pytest.approx(
+        training.validate_version(version=tiny_active_version, row=row)[1]
+    )

@@ -24,7 +24,9 @@ def keys_file(tmp_path, monkeypatch):
 
 def page_context(response) -> dict:
     text = response.content.decode()
-    start = text.index('<script id="demo-context" type="application/json">') + len('<script id="demo-context" type="application/json">')
+    start = text.index('<script id="demo-context" type="application/json">') + len(
+        '<script id="demo-context" type="application/json">'
+    )
     return json.loads(text[start : text.index("</script>", start)])
 
 
