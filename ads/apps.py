@@ -11,6 +11,7 @@ class AdsConfig(AppConfig):
         from ads import datasets, evaluation, training
         from ads.embeddings import ad_index
         from ads.importers import import_ipinyou
+        from ads.models import CtrModelVersion
         from backbone import registry
         from catalog import importers
 
@@ -34,5 +35,6 @@ class AdsConfig(AppConfig):
                 data=training.training_summary,
                 fit=training.fit_ctr_version,
                 validate=training.validate_ctr_version,
+                model=CtrModelVersion,  # A/B tests: a challenger pCTR model for some customers
             )
         )

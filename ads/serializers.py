@@ -101,6 +101,11 @@ class ServedAdSerializer(serializers.Serializer):
 class AdSelectResponseSerializer(serializers.Serializer):
     slot = serializers.CharField()
     model = serializers.CharField(help_text="pCTR model that scored the candidates.")
+    arm = serializers.ChoiceField(
+        choices=["A", "B"],
+        allow_null=True,
+        help_text="The arm of a running A/B test that served it (A: the active model, B: the challenger); null without one.",
+    )
     candidates = serializers.IntegerField(help_text="Eligible ads before the reserve price.")
     ads = ServedAdSerializer(many=True)
 

@@ -32,7 +32,7 @@ from django.utils import timezone
 from ads import budget
 from ads.ml import CtrModel
 from ads.models import Ad, AdSlot, Campaign, CtrModelVersion, ServedImpression
-from backbone import errors, lifecycle
+from backbone import errors, experiments, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -218,13 +218,12 @@ class Scorer:
     def __init__(self):
         self.lock = threading.RLock()
         self.serving: ServingModel | None = None
+        self.challenger: ServingModel | None = None
         self.checked_at = 0.0
         self.ad_vectors: dict[tuple[int, int, float], np.ndarray] = {}
 
     def current(self) -> ServingModel | None:
         """Return the serving model, or None when no pCTR model is active."""
-        from backbone.services import get_active_version, version_encoder
-
         now = time.monotonic()
         with self.lock:
             if now - self.checked_at >= self.CHECK_SECONDS:
@@ -232,16 +231,34 @@ class Scorer:
                 if row is None:
                     self.serving = None
                 elif self.serving is None or self.serving.row.pk != row.pk:
-                    backbone = row.backbone_version or get_active_version()
-                    model = CtrModel.load(Path(row.path))
-                    self.serving = ServingModel(row, model, backbone, version_encoder(backbone))
+                    self.serving = self.load(row)
                 self.checked_at = now
             return self.serving
 
+    def for_customer(self, customer: str) -> tuple[ServingModel | None, str | None]:
+        """The model that scores for ``customer`` and its A/B arm: a running experiment's challenger
+        in arm B (``backbone.experiments``), else the active model (arm A, or None without one)."""
+        challenger, arm = experiments.choose("ads", customer)
+        if challenger is None:
+            return self.current(), arm
+        with self.lock:
+            if self.challenger is None or self.challenger.row.pk != challenger.pk:
+                self.challenger = self.load(challenger)
+            return self.challenger, arm
+
+    @staticmethod
+    def load(row: CtrModelVersion) -> ServingModel:
+        """A pCTR row loaded for serving, with the backbone it was fitted on (else the active one)."""
+        from backbone.services import get_active_version, version_encoder
+
+        backbone = row.backbone_version or get_active_version()
+        return ServingModel(row, CtrModel.load(Path(row.path)), backbone, version_encoder(backbone))
+
     def reset(self) -> None:
         with self.lock:
-            self.serving, self.checked_at = None, 0.0
+            self.serving, self.challenger, self.checked_at = None, None, 0.0
             self.ad_vectors.clear()
+        experiments.reset_cache()
 
 
 SCORER = Scorer()
@@ -316,14 +333,17 @@ def historical_ctr(ad_ids: list[int]) -> dict[int, float]:
     }
 
 
-def predict_ctr(*, ads: list[Ad], slot: AdSlot, context: Context, now: datetime) -> tuple[np.ndarray, str]:
-    """Calibrated pCTR of each ad in this slot and context, and the name of the model that gave it."""
+def predict_ctr(
+    *, ads: list[Ad], slot: AdSlot, context: Context, now: datetime
+) -> tuple[np.ndarray, str, str | None]:
+    """Calibrated pCTR of each ad in this slot and context, the name of the model that gave it, and
+    the A/B arm of the context's customer (None without an experiment)."""
+    serving, arm = SCORER.for_customer(context.customer)
     if not ads:
-        return np.zeros(0), ""
-    serving = SCORER.current()
+        return np.zeros(0), "", arm
     if serving is None:
         prior = historical_ctr([ad.pk for ad in ads])
-        return np.asarray([prior[ad.pk] for ad in ads]), "historical_ctr"
+        return np.asarray([prior[ad.pk] for ad in ads]), "historical_ctr", arm
     texts = [ad_text_vectors(ads, backbone=serving.backbone, encoder=serving.encoder)]
     if serving.model.config.text_slots > 1:
         texts.append(serving.encoder.encode([context.text]))  # one row: the model projects it once for all
@@ -331,7 +351,7 @@ def predict_ctr(*, ads: list[Ad], slot: AdSlot, context: Context, now: datetime)
     catalogue = serving_catalogue()
     rows = [catalogue.position.get(ad.pk) for ad in ads]
     features = [catalogue.features[row] if row is not None else ad_features(ad) for row, ad in zip(rows, ads)]
-    return serving.model.predict_candidates(shared, features, texts), serving.row.name
+    return serving.model.predict_candidates(shared, features, texts), serving.row.name, arm
 
 
 # --- selection and clicks --------------------------------------------------------------------
@@ -354,7 +374,7 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
     context = resolve_context(query=query, product=product, customer=customer)
     now = timezone.now()
     ads = eligible_ads(context=context, now=now)
-    pctr, model_name = predict_ctr(ads=ads, slot=slot_row, context=context, now=now)
+    pctr, model_name, arm = predict_ctr(ads=ads, slot=slot_row, context=context, now=now)
     reserve = float(slot_row.reserve_price)
     chosen = rank_by_expected_value(ads, pctr, reserve)
     shown = chosen[: min(k, slot_row.max_ads)]
@@ -382,6 +402,7 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
     return {
         "slot": slot_row.name,
         "model": model_name,
+        "arm": arm,
         "candidates": len(ads),
         "ads": [served_ad(imp) for imp in impressions],
     }

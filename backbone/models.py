@@ -157,3 +157,31 @@ class RetrainingSchedule(models.Model):
             raise ValidationError({"cron": str(exc)}) from None
         if self.tolerance < 0:
             raise ValidationError({"tolerance": "Must be 0 or more."})
+
+
+class Experiment(models.Model):
+    """An A/B test of one app's model: the active row (arm A, ``control``) against a ready
+    ``challenger`` row (arm B) for ``share`` percent of the customers, split by a stable hash
+    (``backbone.experiments``, which validates one before it starts). At most one runs per app; it
+    ends when an operator promotes the challenger (activated) or stops it (the control keeps serving)."""
+
+    class Winner(models.TextChoices):
+        CONTROL = "A", "A (control kept)"
+        CHALLENGER = "B", "B (challenger promoted)"
+
+    app = models.CharField(max_length=20, help_text="recommend or ads.")
+    challenger = models.CharField(max_length=100, help_text="Name of a ready (or retired) row of the app's model.")
+    control = models.CharField(max_length=100, blank=True, editable=False, help_text="The active row when it started.")
+    share = models.FloatField(default=50.0, help_text="Percent of customers served by the challenger (0-100).")
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    winner = models.CharField(max_length=1, choices=Winner.choices, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["app"], condition=Q(ended_at__isnull=True), name="one_running_experiment_per_app")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app}: {self.control or '?'} (A) vs {self.challenger} (B), {self.share:g}% to B"

@@ -83,7 +83,9 @@ class AppTrainer:
     - ``validate(version=, row=)``: the score (higher is better) that what would serve with backbone
       ``version`` and app model ``row`` gets on the app's validation split, as ``(metric, value,
       n)``, or None without enough validation data; a scheduled run activates only if each app's new
-      score is at least the serving one's (``backbone.gate``). None: the app is not judged.
+      score is at least the serving one's (``backbone.gate``). None: the app is not judged;
+    - ``model``: the class of the row the app serves (a TrainedModel), when it can A/B test a
+      challenger row against the active one (``backbone.experiments``).
     """
 
     app: str
@@ -93,6 +95,7 @@ class AppTrainer:
     fit: Callable[..., Any] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     validate: Callable[..., tuple[str, float, int] | None] | None = None
+    model: type | None = None
 
 
 def register_app(trainer: AppTrainer) -> None:

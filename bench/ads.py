@@ -118,7 +118,7 @@ def bench_scoring(slot_name: str, calls: int) -> dict:
     for i in range(calls):
         context = services.resolve_context(query=QUERIES[i % len(QUERIES)] + f" {i}", customer=f"c{i % 200}")
         started = time.perf_counter()
-        pctr, name = services.predict_ctr(ads=ads, slot=slot, context=context, now=now)
+        pctr, name, _ = services.predict_ctr(ads=ads, slot=slot, context=context, now=now)
         full.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         shared = services.context_features(slot=slot, context=context, now=now)

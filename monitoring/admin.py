@@ -11,7 +11,10 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from backbone import experiments as ab
+from backbone.models import Experiment
 from monitoring import dashboard, metrics
+from monitoring.experiments import report
 from monitoring.models import Alert, AlertRule, MetricValue
 
 
@@ -120,3 +123,69 @@ class AlertAdmin(ReadOnlyAdmin):
 
     def has_resolve_permission(self, request) -> bool:
         return self.has_view_permission(request)
+
+
+class ExperimentForm(forms.ModelForm):
+    """A new A/B test, validated by ``backbone.experiments.validate`` (which also records the control)."""
+
+    class Meta:
+        model = Experiment
+        fields = ["app", "challenger", "share"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors:
+            ab.validate(self.instance_with(cleaned))  # a ValidationError per field becomes the form's errors
+        return cleaned
+
+    def instance_with(self, cleaned: dict) -> Experiment:
+        for name in self.Meta.fields:
+            setattr(self.instance, name, cleaned[name])
+        return self.instance
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    """A/B tests: start one with a challenger row and a share; watch each arm's rate with its 95%
+    interval; promote the challenger or stop in one click (actions, or the buttons of its page)."""
+
+    form = ExperimentForm
+    list_display = ["app", "control", "challenger", "share", "started_at", "ended_at", "winner", "arms"]
+    list_filter = ["app", "winner"]
+    actions = ["promote", "stop"]
+
+    def get_fields(self, request, obj=None):
+        return (
+            ["app", "challenger", "share"]
+            if obj is None
+            else ["app", "control", "challenger", "share", "started_at", "ended_at", "winner", "arms"]
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description="arms (rate, 95% interval, n)")
+    def arms(self, experiment: Experiment) -> str:
+        result = report(experiment)
+        parts = [
+            f"{a['arm']} {a['model']}: "
+            + ("no data" if a["rate"] is None else f"{a['rate']:.4f} [{a['low']:.4f}, {a['high']:.4f}] n={a['n']:,}")
+            for a in result["arms"]
+        ]
+        if result["difference"]:
+            d = result["difference"]
+            parts.append(f"B-A {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+        return f"{result['metric']}: " + "; ".join(parts)
+
+    @admin.action(description="Promote the challenger (B) to serve everyone, ending the test")
+    def promote(self, request, queryset):
+        self._end(request, queryset, promote=True)
+
+    @admin.action(description="Stop the test, keeping the control (A)")
+    def stop(self, request, queryset):
+        self._end(request, queryset, promote=False)
+
+    def _end(self, request, queryset, *, promote: bool) -> None:
+        for experiment in queryset.filter(ended_at__isnull=True):
+            ab.end(experiment, promote=promote)
+            self.message_user(request, f"{experiment}: {experiment.get_winner_display()}.", messages.SUCCESS)

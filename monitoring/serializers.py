@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from backbone.models import Experiment
+from monitoring.experiments import report
 from monitoring.models import Alert, MetricValue
 
 
@@ -31,3 +34,37 @@ class AlertSerializer(serializers.ModelSerializer):
         fields = ["id", "title", "rule", "condition", "state", "value", "last_value", "count", "message", "notified",
                   "fired_at", "resolved_at"]  # fmt: skip
         read_only_fields = fields
+
+
+class ArmSerializer(serializers.Serializer):
+    arm = serializers.ChoiceField(choices=["A", "B"])
+    model = serializers.CharField()
+    n = serializers.IntegerField(help_text="Observations (e.g. items shown) since the test started.")
+    rate = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField(help_text="95% interval (Wilson).")
+    high = serializers.FloatField()
+
+
+class DifferenceSerializer(serializers.Serializer):
+    value = serializers.FloatField(help_text="Rate of B minus rate of A.")
+    low = serializers.FloatField(help_text="95% interval (normal approximation).")
+    high = serializers.FloatField()
+
+
+class ExperimentReportSerializer(serializers.Serializer):
+    metric = serializers.CharField()
+    arms = ArmSerializer(many=True)
+    difference = DifferenceSerializer(allow_null=True)
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    report = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Experiment
+        fields = ["id", "app", "control", "challenger", "share", "started_at", "ended_at", "winner", "report"]
+        read_only_fields = fields
+
+    @extend_schema_field(ExperimentReportSerializer)
+    def get_report(self, experiment: Experiment) -> dict:
+        return ExperimentReportSerializer(report(experiment)).data

@@ -11,8 +11,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from monitoring import exposition, metrics
+from backbone.models import Experiment
 from monitoring.models import Alert, MetricValue
-from monitoring.serializers import AlertSerializer, MetricDefinitionSerializer, MetricValueSerializer
+from monitoring.serializers import (
+    AlertSerializer,
+    ExperimentSerializer,
+    MetricDefinitionSerializer,
+    MetricValueSerializer,
+)
 
 
 class MetricDefinitionsView(APIView):
@@ -45,6 +51,14 @@ class AlertsView(generics.ListAPIView):
     queryset = Alert.objects.select_related("rule")
     serializer_class = AlertSerializer
     filterset_fields = ["state"]
+
+
+class ExperimentsView(generics.ListAPIView):
+    """A/B tests of model versions, newest first, each with its arms' online rate and 95% intervals."""
+
+    queryset = Experiment.objects.all()
+    serializer_class = ExperimentSerializer
+    filterset_fields = ["app", "winner"]
 
 
 class PrometheusRenderer(renderers.BaseRenderer):

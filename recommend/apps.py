@@ -10,6 +10,7 @@ class RecommendConfig(AppConfig):
     def ready(self) -> None:
         from backbone import registry
         from recommend import datasets, evaluation, services, training
+        from recommend.models import RecommenderModel
 
         # the shared data's own holdout rule, by time: --test-fraction and --seed are ignored
         registry.register_splitter(
@@ -28,6 +29,11 @@ class RecommendConfig(AppConfig):
         registry.register_task("recommend_items", training.build_task)
         registry.register_app(
             registry.AppTrainer(
-                app="recommend", tasks=(), fine_tunes=False, data=services.training_summary, fit=services.fit
+                app="recommend",
+                tasks=(),
+                fine_tunes=False,
+                data=services.training_summary,
+                fit=services.fit,
+                model=RecommenderModel,  # A/B tests: a challenger recommender for some customers
             )
         )

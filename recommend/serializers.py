@@ -39,6 +39,11 @@ REC_ID_HELP = "Echo it as the rec_id of the events this answer leads to (clicks 
 class RecommendResponseSerializer(serializers.Serializer):
     rec_id = serializers.CharField(help_text=REC_ID_HELP)
     customer = serializers.CharField()
+    arm = serializers.ChoiceField(
+        choices=["A", "B"],
+        allow_null=True,
+        help_text="The arm of a running A/B test that served it (A: the active model, B: the challenger); null without one.",
+    )
     fallback = serializers.ChoiceField(
         choices=["unknown_customer", "no_history", "no_model"],
         allow_null=True,

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Q
 from pgvector.django import CosineDistance
 
-from backbone import errors, lifecycle
+from backbone import errors, experiments, lifecycle
 from backbone.models import ModelVersion
 from catalog.models import Customer, Event, Product, ProductEmbedding
 from recommend import ml
@@ -203,26 +203,47 @@ def served_model() -> ServedModel | None:
             _CACHE.update(model_id=None, served=None, checked_at=now)
             return None
         if _CACHE["model_id"] != row.pk:
-            folder = Path(row.path)
-            model = ml.load_model(folder)
-            if not isinstance(model, ml.RankedHybridModel):
-                logger.warning("recommender %s is a %s model, which is no longer served: retrain", row.name, model.kind)
-                model = None
-            product_ids = np.asarray(json.loads((folder / "items.json").read_text()), dtype=np.int64)
-            served = None if model is None else ServedModel(row, model, product_ids, _positions(product_ids))
-            _CACHE.update(model_id=row.pk, served=served)
+            _CACHE.update(model_id=row.pk, served=_load(row))
         _CACHE["checked_at"] = now
         return _CACHE["served"]
 
 
-def log_recommendation(*, kind: str, items: list[Recommendation], fallback: str | None = None, **asked: str) -> str:
-    """Log one answer as served (one INSERT) and return its ``rec_id``; ``asked`` is the customer
-    or the product SKU it was for. Events that echo the id are attributed to it (``monitoring``)."""
-    served = served_model()
+def serving_for(customer: str) -> tuple[ServedModel | None, str | None]:
+    """The model that serves ``customer`` and its A/B arm: the challenger of a running experiment in
+    arm B (``backbone.experiments``), else the active model (arm A, or None without an experiment)."""
+    challenger, arm = experiments.choose("recommend", customer)
+    if challenger is None:
+        return served_model(), arm
+    with _LOCK:
+        if _CACHE.get("challenger_id") != challenger.pk:
+            _CACHE.update(challenger_id=challenger.pk, challenger=_load(challenger))
+        return _CACHE["challenger"], arm
+
+
+def _load(row: RecommenderModel) -> ServedModel | None:
+    """Load a recommender row's folder for serving (None, logged, for a kind no longer served)."""
+    folder = Path(row.path)
+    model = ml.load_model(folder)
+    if not isinstance(model, ml.RankedHybridModel):
+        logger.warning("recommender %s is a %s model, which is no longer served: retrain", row.name, model.kind)
+        return None
+    product_ids = np.asarray(json.loads((folder / "items.json").read_text()), dtype=np.int64)
+    return ServedModel(row, model, product_ids, _positions(product_ids))
+
+
+def log_recommendation(
+    *, kind: str, items: list[Recommendation], fallback: str | None = None, model: str | None = None, **asked: str
+) -> str:
+    """Log one answer as served (one INSERT) and return its ``rec_id``; ``model`` is the recommender
+    that served it (default: the active one), ``asked`` the customer or the product SKU it was for.
+    Events that echo the id are attributed to it (``monitoring``)."""
+    if model is None:
+        served = served_model()
+        model = served.row.name if served is not None else ""
     row = RecommendationLog.objects.create(
         kind=kind,
         fallback=fallback or "",
-        model_version=served.row.name if served is not None and fallback is None else "",
+        model_version=model if fallback is None else "",
         products=[item.product.pk for item in items],
         sources=[item.source for item in items],
         **asked,
@@ -239,6 +260,7 @@ def reset_serving_cache() -> None:
     with _LOCK:
         _CACHE.clear()
         _CACHE.update(model_id=None, served=None, checked_at=0.0)
+    experiments.reset_cache()
 
 
 def repeat_allowed(category_path: str, policies: list[tuple[str, bool]]) -> bool:
@@ -342,21 +364,22 @@ def recommend_for_customer(*, external_id: str, k: int, category: str | None = N
     trained model, gets popular-in-context products (``fallback`` says why).
     """
     events = customer_events(external_id=external_id)
-    served = served_model()
+    served, arm = serving_for(external_id)
+    answer = {"customer": external_id, "arm": arm, "model": served.row.name if served is not None else ""}
     if not events or served is None:
         if not events:
             known_customer = Customer.objects.filter(external_id=external_id).exists()
             reason = "no_history" if known_customer else "unknown_customer"
         else:
             reason = "no_model"
-        return {"customer": external_id, "fallback": reason, "items": popular_products(k=k, category=category)}
+        return {**answer, "fallback": reason, "items": popular_products(k=k, category=category)}
     consumed = consumed_products(external_id=external_id)
     items = _model_items(served, events, consumed, k=k, category=category)
     items = _with_new_products(items, events, k=k, category=category, served=served, exclude=consumed)
     if len(items) < k:
         seen = {r.product.pk for r in items} | consumed
         items += popular_products(k=k - len(items), category=category, exclude=seen)
-    return {"customer": external_id, "fallback": None, "items": items[:k]}
+    return {**answer, "fallback": None, "items": items[:k]}
 
 
 def _ranked_positions(

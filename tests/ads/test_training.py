@@ -3,14 +3,10 @@ through the evaluation path and the select API), and the shared-trainer task."""
 
 from __future__ import annotations
 
-import random
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from django.utils import timezone
 
 from ads import services, training
 from ads.ml import CtrModel
@@ -19,45 +15,10 @@ from backbone import jobs, lifecycle
 from backbone.models import TrainingJob
 from backbone.multitask import MultiTaskTrainer, TrainingConfig
 from backbone.services import load_encoder, version_encoder
-from tests.ads.conftest import AdFactory, AdSlotFactory, CampaignFactory
 
 pytestmark = pytest.mark.django_db
 
 TINY = {"ads_max_epochs": 2, "ads_seeds": 1, "ads_batch_size": 64}
-
-
-@pytest.fixture
-def served_log(db):
-    """300 impressions logged as serving logs them: the drill ad is clicked on drill queries (by ann
-    above all), the garden ad on hose queries."""
-    torch.set_num_threads(1)
-    rng = random.Random(0)
-    slot = AdSlotFactory(name="search-top")
-    drill = AdFactory(title="Cordless drill", campaign=CampaignFactory())
-    garden = AdFactory(title="Garden hose", campaign=CampaignFactory())
-    now = timezone.now()
-    rows, clicks = [], []
-    for i in range(300):
-        ad = drill if i % 2 else garden
-        context = services.Context(query=rng.choice(["drill bits", "hose reel"]), customer=rng.choice(["ann", "bo"]))
-        match = (ad is drill) == (context.query == "drill bits")
-        clicks.append(rng.random() < (0.6 if match else 0.05) + (0.2 if context.customer == "ann" else 0.0))
-        rows.append(
-            ServedImpression(
-                ad=ad,
-                campaign=ad.campaign,
-                slot=slot,
-                pctr=0.01,
-                bid=Decimal("1"),
-                price=Decimal("0.5"),
-                features=services.serving_features(ad=ad, slot=slot, context=context, now=now),
-                context_text=context.text,
-            )
-        )
-    ServedImpression.objects.bulk_create(rows)
-    clicked = [r.pk for r, click in zip(rows, clicks) if click]
-    ServedImpression.objects.filter(pk__in=clicked).update(clicked_at=now)
-    return slot
 
 
 def test_the_training_job_trains_activates_and_serves_the_pctr_model(served_log, tiny_active_version, models_dir):
