@@ -333,9 +333,7 @@ def historical_ctr(ad_ids: list[int]) -> dict[int, float]:
     }
 
 
-def predict_ctr(
-    *, ads: list[Ad], slot: AdSlot, context: Context, now: datetime
-) -> tuple[np.ndarray, str, str | None]:
+def predict_ctr(*, ads: list[Ad], slot: AdSlot, context: Context, now: datetime) -> tuple[np.ndarray, str, str | None]:
     """Calibrated pCTR of each ad in this slot and context, the name of the model that gave it, and
     the A/B arm of the context's customer (None without an experiment)."""
     serving, arm = SCORER.for_customer(context.customer)

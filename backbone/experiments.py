@@ -42,7 +42,9 @@ def validate(experiment: Experiment) -> None:
     row = model.objects.filter(name=experiment.challenger).first()
     active = lifecycle.active(model)
     if row is None or row.state not in (model.State.READY, model.State.RETIRED):
-        raise ValidationError({"challenger": f"No ready or retired {model._meta.verbose_name} named {experiment.challenger!r}."})
+        raise ValidationError(
+            {"challenger": f"No ready or retired {model._meta.verbose_name} named {experiment.challenger!r}."}
+        )
     if active is None or active.pk == row.pk:
         raise ValidationError({"challenger": "The challenger must differ from an active row to compare it with."})
     if experiment.pk is None and Experiment.objects.filter(app=experiment.app, ended_at__isnull=True).exists():
@@ -51,7 +53,7 @@ def validate(experiment: Experiment) -> None:
 
 
 def arm(experiment: Experiment, unit: str) -> str:
-    """"B" for ``share`` percent of the units (customers), by a stable hash of the experiment and the unit."""
+    """ "B" for ``share`` percent of the units (customers), by a stable hash of the experiment and the unit."""
     if not unit:
         return "A"
     return "B" if zlib.crc32(f"{experiment.pk}:{unit}".encode()) % 10_000 < experiment.share * 100 else "A"

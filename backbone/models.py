@@ -180,7 +180,9 @@ class Experiment(models.Model):
     class Meta:
         ordering = ["-started_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["app"], condition=Q(ended_at__isnull=True), name="one_running_experiment_per_app")
+            models.UniqueConstraint(
+                fields=["app"], condition=Q(ended_at__isnull=True), name="one_running_experiment_per_app"
+            )
         ]
 
     def __str__(self) -> str:

@@ -42,7 +42,9 @@ def report(experiment: Experiment) -> dict:
         )
         n, successes = totals["n"] or 0, totals["successes"] or 0.0
         low, high = wilson(successes, n)
-        arms.append({"arm": arm, "model": model, "n": n, "rate": successes / n if n else None, "low": low, "high": high})
+        arms.append(
+            {"arm": arm, "model": model, "n": n, "rate": successes / n if n else None, "low": low, "high": high}
+        )
     a, b = arms
     difference = None
     if a["n"] and b["n"]:

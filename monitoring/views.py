@@ -10,8 +10,8 @@ from rest_framework import generics, permissions, renderers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from monitoring import exposition, metrics
 from backbone.models import Experiment
+from monitoring import exposition, metrics
 from monitoring.models import Alert, MetricValue
 from monitoring.serializers import (
     AlertSerializer,

@@ -38,7 +38,11 @@ class CustomerRecommendView(APIView):
             external_id=customer_id, k=params.validated_data["k"], category=params.validated_data["category"] or None
         )
         result["rec_id"] = services.log_recommendation(
-            kind="for_you", items=result["items"], fallback=result["fallback"], model=result["model"], customer=customer_id
+            kind="for_you",
+            items=result["items"],
+            fallback=result["fallback"],
+            model=result["model"],
+            customer=customer_id,
         )
         return Response(RecommendResponseSerializer(result).data)
 
