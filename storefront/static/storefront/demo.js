@@ -159,7 +159,10 @@ $("for-you-load").addEventListener("click", async () => {
   const customer = $("for-you-customer").value.trim();
   if (!customer) return;
   const answer = await api("GET", `/recommend/customers/${encodeURIComponent(customer)}`, { params: { k: 8 }, key: "server" });
-  $("for-you-note").textContent = answer && answer.fallback ? `popular items (${answer.fallback.replaceAll("_", " ")})` : "";
+  const notes = [];
+  if (answer && answer.fallback) notes.push(`popular items (${answer.fallback.replaceAll("_", " ")})`);
+  if (answer && answer.arm) notes.push(`A/B test arm ${answer.arm}`);
+  $("for-you-note").textContent = notes.join(" · ");
   renderRecommendations($("for-you"), answer);
 });
 
@@ -188,7 +191,8 @@ async function showAds(context) {
   const ad = answer && answer.ads[0];
   box.replaceChildren();
   if (!ad) return (box.textContent = "(no ad for this context)");
-  box.append(item(`${ad.title} — ${ad.text}`, { className: "reason", text: `pCTR ${(ad.pctr * 100).toFixed(2)}%` }, async () => {
+  const scored = `pCTR ${(ad.pctr * 100).toFixed(2)}% by ${answer.model}${answer.arm ? ` (arm ${answer.arm})` : ""}`;
+  box.append(item(`${ad.title} — ${ad.text}`, { className: "reason", text: scored }, async () => {
     const click = await api("POST", "/ads/clicks", { body: { token: ad.token } });
     box.dataset.clicked = click ? "yes" : "no";
     box.append(Object.assign(document.createElement("div"), { className: "note", textContent: click ? "click recorded" : "click refused" }));
