@@ -47,13 +47,16 @@ def validate(experiment: Experiment) -> None:
         )
     if active is None or active.pk == row.pk:
         raise ValidationError({"challenger": "The challenger must differ from an active row to compare it with."})
+    if getattr(model, "SAME_BACKBONE", False) and row.backbone_version_id != active.backbone_version_id:
+        raise ValidationError({"challenger": "The challenger must be trained for the backbone version that serves."})
     if experiment.pk is None and Experiment.objects.filter(app=experiment.app, ended_at__isnull=True).exists():
         raise ValidationError({"app": f"An experiment of {experiment.app} is running already: end it first."})
     experiment.control = active.name
 
 
 def arm(experiment: Experiment, unit: str) -> str:
-    """ "B" for ``share`` percent of the units (customers), by a stable hash of the experiment and the unit."""
+    """ "B" for ``share`` percent of the units (customers; sessions for search), by a stable hash of the
+    experiment and the unit."""
     if not unit:
         return "A"
     return "B" if zlib.crc32(f"{experiment.pk}:{unit}".encode()) % 10_000 < experiment.share * 100 else "A"

@@ -13,7 +13,7 @@ from monitoring.models import MetricValue
 from monitoring.services import bucket_start
 
 # the rate each app's test is judged by (an online metric with counts), and its dimension ("" = total)
-RATE = {"recommend": ("recommend.ctr", ""), "ads": ("ads.ctr", "")}
+RATE = {"recommend": ("recommend.ctr", ""), "ads": ("ads.ctr", ""), "search": ("search.ctr", "")}
 Z = 1.96  # 95%
 
 

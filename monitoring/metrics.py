@@ -22,6 +22,7 @@ from django.db.models import (
     CharField,
     Count,
     Exists,
+    F,
     FloatField,
     OuterRef,
     Q,
@@ -100,22 +101,31 @@ def counted(rows: list[Row]) -> list[Row]:
 # --- search -------------------------------------------------------------------------------------
 
 
+def served_by(prefix: str = "") -> Case:
+    """The search model a log row names: its learned ranker's row, else the backbone version (fusion)."""
+    return Case(
+        When(**{f"{prefix}ranker_name": ""}, then=F(f"{prefix}model_version")),
+        default=F(f"{prefix}ranker_name"),
+        output_field=CharField(),
+    )
+
+
 def searches(start: datetime, end: datetime) -> QuerySet:
-    return SearchQueryLog.objects.filter(created_at__gte=start, created_at__lt=end)
+    return SearchQueryLog.objects.filter(created_at__gte=start, created_at__lt=end).annotate(served_by=served_by())
 
 
 def search_value(value, count=None) -> Callable[[datetime, datetime], list[Row]]:
-    return lambda start, end: grouped(searches(start, end), "model_version", value, count)
+    return lambda start, end: grouped(searches(start, end), "served_by", value, count)
 
 
 def search_clicked(start: datetime, end: datetime) -> list[Row]:
     clicked = Exists(SearchClick.objects.filter(query=OuterRef("pk")))
-    return grouped(searches(start, end).annotate(clicked=clicked), "model_version", share(Q(clicked=True)))
+    return grouped(searches(start, end).annotate(clicked=clicked), "served_by", share(Q(clicked=True)))
 
 
 def click_position(start: datetime, end: datetime) -> list[Row]:
     clicks = SearchClick.objects.filter(query__created_at__gte=start, query__created_at__lt=end)
-    return grouped(clicks, "query__model_version", Avg("position"))
+    return grouped(clicks.annotate(served_by=served_by("query__")), "served_by", Avg("position"))
 
 
 # --- recommend ----------------------------------------------------------------------------------

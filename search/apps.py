@@ -12,6 +12,7 @@ class SearchConfig(AppConfig):
         from catalog import importers
         from search import datasets, evaluation, training
         from search.importers import import_homedepot
+        from search.models import SearchRanker
 
         importers.register("homedepot", import_homedepot)
         registry.register_splitter(
@@ -27,5 +28,6 @@ class SearchConfig(AppConfig):
                 data=training.training_summary,
                 fit=training.fit_ranker,
                 validate=training.validate_version,
+                model=SearchRanker,  # A/B tests: a challenger ranker (same backbone) for some sessions
             )
         )

@@ -51,6 +51,9 @@ class SearchQueryLog(models.Model):
     results = models.JSONField(default=list, blank=True, help_text="Product ids shown on the page, in order.")
     model_version = models.CharField(max_length=100, blank=True)
     ranker = models.CharField(max_length=20, blank=True, help_text="'learned' or 'fusion'.")
+    ranker_name = models.CharField(
+        max_length=100, blank=True, default="", db_default="", help_text="The learned ranker's row, when one ranked."
+    )
     latency_ms = models.FloatField(default=0.0)
     session = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -93,6 +96,7 @@ class SearchRanker(TrainedModel):
     backbone_version = models.ForeignKey(
         "backbone.ModelVersion", on_delete=models.CASCADE, related_name="search_rankers"
     )
+    SAME_BACKBONE = True  # serves only with the backbone version it was trained for (A/B challengers too)
 
     class Meta(TrainedModel.Meta):
         pass

@@ -101,6 +101,11 @@ class SearchResponseSerializer(serializers.Serializer):
     page_size = serializers.IntegerField()
     sort = serializers.CharField()
     ranker = serializers.CharField()
+    arm = serializers.ChoiceField(
+        choices=["A", "B"],
+        allow_null=True,
+        help_text="The arm of a running A/B test of rankers that ranked it (by session); null without one.",
+    )
     results = SearchHitSerializer(many=True, source="hits")
     facets = FacetsSerializer()
     timings_ms = serializers.DictField(child=serializers.FloatField())

@@ -21,7 +21,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.db.models import Count, Q
 
-from backbone import errors, lifecycle
+from backbone import errors, experiments, lifecycle
 from search import ml
 from search.models import SearchClick, SearchQueryLog, SearchRanker
 from search.retrieval import (
@@ -69,6 +69,8 @@ class SearchResult:
     ranker: str
     hits: list[SearchHit]
     facets: dict[str, Any]
+    ranker_name: str = ""
+    arm: str | None = None
     log_id: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -93,11 +95,24 @@ def serving_ranker(version) -> ml.Ranker | None:
     loaded once per process. A ranker whose folder cannot be read is logged and not used.
     """
     row = lifecycle.active(SearchRanker)
+    return _loaded(row) if row is not None and row.backbone_version_id == version.pk else None
+
+
+def ranker_for(version, session: str) -> tuple[ml.Ranker | None, str, str | None]:
+    """(the ranker that serves ``session``, its row's name ("" for none), its A/B arm): a running
+    experiment's challenger in arm B (``backbone.experiments``), else the active ranker of ``version``."""
+    challenger, arm = experiments.choose("search", session)
+    row = challenger if challenger is not None else lifecycle.active(SearchRanker)
     if row is None or row.backbone_version_id != version.pk:
-        return None
+        return None, "", arm
+    return _loaded(row), row.name, arm
+
+
+def _loaded(row: SearchRanker) -> ml.Ranker | None:
     with _RANKER_LOCK:
         if row.pk not in _LOADED_RANKERS:
-            _LOADED_RANKERS.clear()
+            if len(_LOADED_RANKERS) >= 2:  # the active ranker and an A/B challenger
+                _LOADED_RANKERS.clear()
             try:
                 _LOADED_RANKERS[row.pk] = ml.Ranker.load(Path(row.path))
             except (OSError, ValueError):
@@ -175,26 +190,34 @@ class Ranked:
     scores: dict[int, float]
     candidates: dict[int, ml.Candidate]
     ranker: str
+    ranker_name: str = ""  # the learned ranker's row, when one ranked
+    arm: str | None = None  # of a running A/B test of rankers
 
 
-def rank_products(cursor, *, query: str, corrected: str, vector, version, filters: SearchFilters, mode: str) -> Ranked:
+def rank_products(
+    cursor, *, query: str, corrected: str, vector, version, filters: SearchFilters, mode: str, session: str = ""
+) -> Ranked:
     """Retrieve and score the match set of ``query`` (call inside a transaction).
 
-    ``hybrid``: three legs, then the learned ranker of ``version`` or the fusion scores;
-    ``lexical``: the full-text leg alone in ``ts_rank`` order (no model).
+    ``hybrid``: three legs, then the learned ranker of ``version`` (an A/B challenger's for a session
+    in arm B: :func:`ranker_for`) or the fusion scores; ``lexical``: the full-text leg alone in
+    ``ts_rank`` order (no model).
     """
     hybrid = mode == "hybrid"
     retrieved = retrieve(
         cursor, query=query, corrected=corrected, vector=vector, version_id=version.pk, filters=filters,
         trigram=hybrid,
     )  # fmt: skip
+    name, arm = "", None
     if hybrid:
-        scores, ranker = score_candidates(retrieved, serving_ranker(version))
+        model, name, arm = ranker_for(version, session)
+        scores, ranker = score_candidates(retrieved, model)
     else:
         ranking = retrieved.legs["lexical"]
         scores, ranker = {pid: float(len(ranking) - i) for i, pid in enumerate(ranking)}, "lexical"
     ids = sorted(scores, key=lambda pid: (-scores[pid], pid))[:MAX_RESULTS]
-    return Ranked(ids, scores, {c.key: c for c in retrieved.candidates}, ranker)
+    name = name if ranker == "learned" else ""
+    return Ranked(ids, scores, {c.key: c for c in retrieved.candidates}, ranker, name, arm)
 
 
 def sort_ids(ids: list[int], products: dict[int, dict[str, Any]], sort: str) -> list[int]:
@@ -256,8 +279,9 @@ def search_products(
     timings = {"encode": round((time.perf_counter() - started) * 1000, 2)}
     with transaction.atomic(), connection.cursor() as cursor:
         ranked = rank_products(
-            cursor, query=query, corrected=corrected, vector=vector, version=version, filters=filters, mode=mode
-        )
+            cursor, query=query, corrected=corrected, vector=vector, version=version, filters=filters, mode=mode,
+            session=session,
+        )  # fmt: skip
         timings["retrieve_rank"] = round((time.perf_counter() - started) * 1000 - timings["encode"], 2)
         facet_counts = compute_facets(cursor, ranked.ids) if facets else dict(NO_FACETS)
     products = {p["id"]: p for p in _product_rows(ranked.ids)}
@@ -266,7 +290,8 @@ def search_products(
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
     result = SearchResult(
         query=query, corrected=corrected, total=len(ordered), page=page, page_size=page_size, sort=sort,
-        ranker=ranked.ranker, hits=page_hits(ordered[start : start + page_size], products, ranked),
+        ranker=ranked.ranker, ranker_name=ranked.ranker_name, arm=ranked.arm,
+        hits=page_hits(ordered[start : start + page_size], products, ranked),
         facets=facet_counts, timings_ms=timings,
     )  # fmt: skip
     if log:
@@ -305,6 +330,7 @@ def log_search(*, result: SearchResult, filters: SearchFilters, version_name: st
         results=[hit.product_id for hit in result.hits],
         model_version=version_name[:100],
         ranker=result.ranker,
+        ranker_name=result.ranker_name,
         latency_ms=result.timings_ms.get("total", 0.0),
         session=session[:128],
     )
