@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseBadRequest
+from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -134,7 +134,7 @@ class ExperimentForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not self.errors:
+        if not self.errors and self.instance.pk is None:  # a started test's page edits nothing
             ab.validate(self.instance_with(cleaned))  # a ValidationError per field becomes the form's errors
         return cleaned
 
@@ -176,6 +176,14 @@ class ExperimentAdmin(admin.ModelAdmin):
             d = result["difference"]
             parts.append(f"B-A {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
         return f"{result['metric']}: " + "; ".join(parts)
+
+    def response_change(self, request, obj):
+        """The page's two buttons: promote the challenger, or stop and keep the control."""
+        for button, promote in (("_promote", True), ("_stop", False)):
+            if button in request.POST:
+                self._end(request, Experiment.objects.filter(pk=obj.pk), promote=promote)
+                return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
     @admin.action(description="Promote the challenger (B) to serve everyone, ending the test")
     def promote(self, request, queryset):

@@ -126,3 +126,15 @@ def test_the_report_gives_each_arm_its_rate_and_interval(staff_client, two_recom
     assert 0 < result["difference"]["low"] < 0.15 < result["difference"]["high"]
     body = staff_client.get("/api/v1/metrics/experiments").json()
     assert body["results"][0]["report"]["arms"][1]["rate"] == 0.25
+
+
+def test_the_experiment_page_promotes_in_one_click(admin_client, two_recommenders):
+    _, challenger = two_recommenders
+    start(admin_client, "recommend", challenger.name)
+    experiment = Experiment.objects.get()
+    page = f"/admin/backbone/experiment/{experiment.pk}/change/"
+    assert "Promote the challenger (B)" in admin_client.get(page).content.decode()
+    assert admin_client.post(page, {"_promote": "1"}).status_code == 302
+    experiment.refresh_from_db()
+    assert experiment.winner == "B" and lifecycle.active(RecommenderModel).pk == challenger.pk
+    assert "challenger promoted" in admin_client.get(page).content.decode()
