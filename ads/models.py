@@ -167,6 +167,7 @@ class ServedImpression(models.Model):
     features = models.JSONField(default=dict, blank=True, help_text="Context fields the pCTR model saw.")
     context_text = models.TextField(blank=True)
     model_name = models.CharField(max_length=100, blank=True)
+    arm = models.CharField(max_length=1, blank=True, default="", db_default="", help_text="A/B arm, in a test.")
     # set by selection (not auto_now_add): the time its budget reservation was checked at
     served_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     clicked_at = models.DateTimeField(null=True, blank=True)
@@ -206,6 +207,8 @@ class CtrModelVersion(TrainedModel):
     backbone_version = models.ForeignKey(
         "backbone.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    SAME_BACKBONE = True  # an A/B challenger must read the embeddings of the serving one's backbone
 
     class Meta(TrainedModel.Meta):
         verbose_name = "pCTR model version"

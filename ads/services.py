@@ -393,6 +393,7 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
                 features=serving_features(ad=ad, slot=slot_row, context=context, now=now),
                 context_text=context.text[:1000],
                 model_name=model_name,
+                arm=arm or "",
                 served_at=now,
             )
         )

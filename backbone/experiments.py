@@ -54,33 +54,46 @@ def validate(experiment: Experiment) -> None:
     experiment.control = active.name
 
 
-def arm(experiment: Experiment, unit: str) -> str:
+def arm(experiment: Experiment, unit: str) -> str | None:
     """ "B" for ``share`` percent of the units (customers; sessions for search), by a stable hash of the
-    experiment and the unit."""
+    experiment and the unit, else "A"; None without a unit (not in the test: the control serves it)."""
     if not unit:
-        return "A"
+        return None
     return "B" if zlib.crc32(f"{experiment.pk}:{unit}".encode()) % 10_000 < experiment.share * 100 else "A"
 
 
 def running(app: str) -> tuple[Experiment | None, TrainedModel | None]:
-    """The app's running experiment and its challenger row (re-read every CHECK_SECONDS)."""
+    """The app's running experiment and its challenger row (re-read every CHECK_SECONDS); (None, None)
+    when its control no longer serves (the app was retrained or rolled back: the test is void)."""
     now = time.monotonic()
     with _LOCK:
         cached = _CACHE.get(app)
         if cached is not None and now - cached[0] < CHECK_SECONDS:
             return cached[1], cached[2]
     experiment = Experiment.objects.filter(app=app, ended_at__isnull=True).first()
-    challenger = model_of(app).objects.filter(name=experiment.challenger).first() if experiment else None
+    challenger = None
+    if experiment is not None and not void(experiment):
+        challenger = model_of(app).objects.filter(name=experiment.challenger).first()
+    if challenger is None:
+        experiment = None
     with _LOCK:
         _CACHE[app] = (now, experiment, challenger)
     return experiment, challenger
 
 
+def void(experiment: Experiment) -> str:
+    """Why a running test no longer compares what it started with ("" while it does)."""
+    active = lifecycle.active(model_of(experiment.app))
+    if active is None or active.name != experiment.control:
+        return f"its control {experiment.control} no longer serves"
+    return ""
+
+
 def choose(app: str, unit: str) -> tuple[TrainedModel | None, str | None]:
     """(the challenger row when ``unit`` is in arm B, else None: the active row serves; the arm, None
-    when no experiment runs)."""
+    when no experiment runs or the unit is not in it)."""
     experiment, challenger = running(app)
-    if experiment is None or challenger is None:
+    if experiment is None:
         return None, None
     chosen = arm(experiment, unit)
     return (challenger if chosen == "B" else None), chosen
@@ -92,7 +105,10 @@ def reset_cache() -> None:
 
 
 def end(experiment: Experiment, *, promote: bool) -> Experiment:
-    """End a running experiment: promote the challenger (activated: it serves everyone) or keep the control."""
+    """End a running experiment: promote the challenger (activated: it serves everyone) or keep the control.
+    Promoting a void test (its control no longer serves) is a ValidationError: it may be stopped."""
+    if promote and void(experiment):
+        raise ValidationError(f"Not promoted: {void(experiment)}; stop this test and start a new one.")
     with transaction.atomic():
         if promote:
             row = model_of(experiment.app).objects.get(name=experiment.challenger)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -122,7 +122,7 @@ class AlertAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{count} alert(s) resolved.", messages.SUCCESS)
 
     def has_resolve_permission(self, request) -> bool:
-        return self.has_view_permission(request)
+        return request.user.has_perm("monitoring.change_alert")  # the page itself is read only
 
 
 class ExperimentForm(forms.ModelForm):
@@ -195,5 +195,9 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def _end(self, request, queryset, *, promote: bool) -> None:
         for experiment in queryset.filter(ended_at__isnull=True):
-            ab.end(experiment, promote=promote)
+            try:
+                ab.end(experiment, promote=promote)
+            except ValidationError as exc:
+                self.message_user(request, f"{experiment}: {exc.messages[0]}", messages.ERROR)
+                continue
             self.message_user(request, f"{experiment}: {experiment.get_winner_display()}.", messages.SUCCESS)

@@ -1,5 +1,6 @@
-"""How the arms of an A/B test do online: each arm's rate metric since the test started, with 95%
-intervals, read from the hourly aggregate rows (the arms' rows are those of their model versions)."""
+"""How the arms of an A/B test do online: each arm's rate since the test started, with 95% intervals,
+read from the hourly aggregate rows of the app's per-arm metric (only traffic assigned to an arm:
+answers and logs carry it; a request without a customer or session is in no arm)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from django.db.models import F, FloatField, Sum
 from django.utils import timezone
 
 from backbone.models import Experiment
+from monitoring.metrics import ALL
 from monitoring.models import MetricValue
 from monitoring.services import bucket_start
 
-# the rate each app's test is judged by (an online metric with counts), and its dimension ("" = total)
-RATE = {"recommend": ("recommend.ctr", ""), "ads": ("ads.ctr", ""), "search": ("search.ctr", "")}
+# the rate each app's test is judged by: an online metric per arm (dimension "arm"), with counts
+RATE = {"recommend": "recommend.ab_ctr", "ads": "ads.ab_ctr", "search": "search.ab_ctr"}
 Z = 1.96  # 95%
 
 
@@ -30,14 +32,14 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
 def report(experiment: Experiment) -> dict:
     """Per arm (A: the control, B: the challenger) the rate, its observations and 95% interval, and the
     difference B - A with its 95% interval (normal approximation), since the test's first hour."""
-    metric, dimension = RATE[experiment.app]
+    metric = RATE[experiment.app]
     rows = MetricValue.objects.filter(
-        metric=metric, granularity=MetricValue.Granularity.HOUR, dimension=dimension,
+        metric=metric, granularity=MetricValue.Granularity.HOUR, version=ALL,
         start__gte=bucket_start(experiment.started_at, "hour"), start__lte=experiment.ended_at or timezone.now(),
     )  # fmt: skip
     arms = []
     for arm, model in (("A", experiment.control), ("B", experiment.challenger)):
-        totals = rows.filter(version=model).aggregate(
+        totals = rows.filter(dimension=arm).aggregate(
             successes=Sum(F("value") * F("count"), output_field=FloatField()), n=Sum("count")
         )
         n, successes = totals["n"] or 0, totals["successes"] or 0.0

@@ -123,6 +123,13 @@ def search_clicked(start: datetime, end: datetime) -> list[Row]:
     return grouped(searches(start, end).annotate(clicked=clicked), "served_by", share(Q(clicked=True)))
 
 
+def search_ab_clicked(start: datetime, end: datetime) -> list[Row]:
+    """Share of searches with a click, per A/B arm of a running test (sessions in it)."""
+    clicked = Exists(SearchClick.objects.filter(query=OuterRef("pk")))
+    tested = searches(start, end).exclude(arm="").annotate(clicked=clicked)
+    return [r for r in grouped(tested, "served_by", share(Q(clicked=True)), dimension="arm") if r[0] == ALL]
+
+
 def click_position(start: datetime, end: datetime) -> list[Row]:
     clicks = SearchClick.objects.filter(query__created_at__gte=start, query__created_at__lt=end)
     return grouped(clicks.annotate(served_by=served_by("query__")), "served_by", Avg("position"))
@@ -145,6 +152,19 @@ _CLICKS_SQL = (
 )
 
 
+# the same per A/B arm, over the for-you answers of a test (the version column is NULL: all versions)
+_AB_WHERE = "AND l.kind = 'for_you' AND l.arm <> '' GROUP BY l.arm"
+_AB_IMPRESSIONS_SQL = (
+    f"SELECT NULL, l.arm, count(*) FROM {RecommendationLog._meta.db_table} l, unnest(l.sources) source "
+    f"WHERE l.created_at >= %s AND l.created_at < %s {_AB_WHERE}"
+)
+_AB_CLICKS_SQL = (
+    f"SELECT NULL, l.arm, count(DISTINCT (l.id, e.product_id)) FROM {RecommendationLog._meta.db_table} l "
+    f"JOIN {Event._meta.db_table} e ON e.rec_id = l.rec_id AND e.product_id = ANY(l.products) "
+    f"WHERE l.created_at >= %s AND l.created_at < %s AND e.type IN ('click', 'view', 'cart', 'purchase') {_AB_WHERE}"
+)
+
+
 def _rec_counts(sql: str, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
     """{(version, source): n} from a GROUPING SETS query (NULL version = all, NULL source = every source)."""
     with connection.cursor() as cursor:
@@ -164,10 +184,16 @@ def rec_clicks(start: datetime, end: datetime) -> list[Row]:
     return [(v, s, float(n), n) for (v, s), n in _rec_counts(_CLICKS_SQL, start, end).items()]
 
 
-def rec_ctr(start: datetime, end: datetime) -> list[Row]:
+def rec_ctr(start: datetime, end: datetime, *, sql: tuple[str, str] = (_IMPRESSIONS_SQL, _CLICKS_SQL)) -> list[Row]:
     """Attributed clicks per item shown (a click is any later event that echoes the rec_id for that item)."""
-    clicks = _rec_counts(_CLICKS_SQL, start, end)
-    return [(v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in _rec_counts(_IMPRESSIONS_SQL, start, end).items()]
+    shown, clicked = sql
+    clicks = _rec_counts(clicked, start, end)
+    return [(v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in _rec_counts(shown, start, end).items()]
+
+
+def rec_ab_ctr(start: datetime, end: datetime) -> list[Row]:
+    """CTR of the items shown in for-you answers, per A/B arm of a running test."""
+    return rec_ctr(start, end, sql=(_AB_IMPRESSIONS_SQL, _AB_CLICKS_SQL))
 
 
 def rec_fallback(start: datetime, end: datetime) -> list[Row]:
@@ -210,6 +236,12 @@ def impressions(start: datetime, end: datetime) -> QuerySet:
 
 def ads_value(value) -> Callable[[datetime, datetime], list[Row]]:
     return lambda start, end: grouped(impressions(start, end), "model_name", value)
+
+
+def ads_ab_ctr(start: datetime, end: datetime) -> list[Row]:
+    """Observed CTR per A/B arm of a running test (customers in it)."""
+    tested = impressions(start, end).exclude(arm="")
+    return [r for r in grouped(tested, "model_name", share(CLICKED), dimension="arm") if r[0] == ALL]
 
 
 def ads_spend(start: datetime, end: datetime) -> list[Row]:
@@ -271,6 +303,7 @@ METRICS: dict[str, Metric] = {
         Metric("search.queries", "Searches served.", "count", lambda s, e: counted(search_value(Count("pk"))(s, e))),
         Metric("search.zero_result_rate", "Share of searches with no result.", "ratio", search_value(share(Q(result_count=0)))),
         Metric("search.ctr", "Share of searches with a click on a result.", "ratio", search_clicked),
+        Metric("search.ab_ctr", "Share of searches with a click, per A/B arm.", "ratio", search_ab_clicked, "arm"),
         Metric("search.mean_click_position", "Mean 1-based position of clicked results.", "position", click_position),
         Metric("search.typo_corrected_share", "Share of searches whose query was corrected.", "ratio", search_value(share(~Q(corrected="")))),
         Metric("search.latency_p50", "Median search time in the server.", "ms", search_value(Percentile("latency_ms", 0.5))),
@@ -278,6 +311,7 @@ METRICS: dict[str, Metric] = {
         Metric("recommend.impressions", "Items shown in recommendation answers.", "count", rec_impressions, "source"),
         Metric("recommend.clicks", "Shown items opened (an event echoing the answer's rec_id).", "count", rec_clicks, "source"),
         Metric("recommend.ctr", "Clicks per item shown.", "ratio", rec_ctr, "source"),
+        Metric("recommend.ab_ctr", "For-you clicks per item shown, per A/B arm.", "ratio", rec_ab_ctr, "arm"),
         Metric("recommend.fallback_rate", "Share of for-you answers that fell back to popular items.", "ratio", rec_fallback, "fallback"),
         Metric("chatbot.messages", "Messages classified.", "count", lambda s, e: counted(chat_value(Count("pk"))(s, e))),
         Metric("chatbot.out_of_scope_rate", "Share of messages out of scope.", "ratio", chat_value(share(Q(outcome=Message.Outcome.OUT_OF_SCOPE)))),
@@ -291,6 +325,7 @@ METRICS: dict[str, Metric] = {
         Metric("ads.impressions", "Ads served.", "count", lambda s, e: counted(ads_value(Count("pk"))(s, e))),
         Metric("ads.clicks", "Served ads clicked (by serving time).", "count", ads_value(Count("pk", filter=CLICKED))),
         Metric("ads.ctr", "Observed click-through rate.", "ratio", ads_value(share(CLICKED))),
+        Metric("ads.ab_ctr", "Observed CTR, per A/B arm.", "ratio", ads_ab_ctr, "arm"),
         Metric("ads.mean_pctr", "Mean predicted click-through rate of the ads served.", "ratio", ads_value(Avg("pctr"))),
         Metric("ads.calibration_ratio", "Observed CTR / mean predicted CTR (1 = calibrated).", "ratio", ads_value(share(CLICKED) / NullIf(Avg("pctr"), 0.0))),
         Metric("ads.ctr_by_pctr", "Observed CTR by bin of predicted CTR (reliability).", "ratio", ads_reliability, "pctr"),

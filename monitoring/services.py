@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring import metrics
@@ -53,15 +53,27 @@ def compute_period(*, granularity: str, start: datetime) -> int:
     return len(rows)
 
 
+REFRESH_LOCK = 0x6D6F6E69  # PostgreSQL advisory lock: one refresh at a time across workers
+
+
 def refresh(*, now: datetime | None = None) -> dict[str, int]:
     """Recompute the current and the previous hour and day (late events land in the previous one),
-    then check the alert rules. Returns counts."""
+    then check the alert rules. Returns counts; ``{"skipped": 1}`` while another refresh runs (a
+    second one would replace the same buckets and could fire the same alert twice)."""
     now = now or timezone.now()
-    stored = 0
-    for granularity, span in SPAN.items():
-        for moment in (now - span, now):
-            stored += compute_period(granularity=granularity, start=moment)
-    return {"rows": stored, **check_rules(now=now)}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [REFRESH_LOCK])
+        if not cursor.fetchone()[0]:
+            logger.info("metrics refresh skipped: another one is running")
+            return {"skipped": 1}
+        try:
+            stored = 0
+            for granularity, span in SPAN.items():
+                for moment in (now - span, now):
+                    stored += compute_period(granularity=granularity, start=moment)
+            return {"rows": stored, **check_rules(now=now)}
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
 
 
 def backfill(*, since: datetime, until: datetime, granularity: str, progress=None) -> int:
@@ -107,7 +119,7 @@ def check_rules(*, now: datetime | None = None) -> dict[str, int]:
         elif breached:
             open_alert.last_value = measured[0]
             open_alert.save(update_fields=["last_value"])
-        elif open_alert is not None and measured is not None:
+        elif open_alert is not None and measured is not None and measured[1] >= rule.min_count:
             open_alert.state, open_alert.resolved_at = Alert.State.RESOLVED, now
             open_alert.last_value = measured[0]
             open_alert.save(update_fields=["state", "resolved_at", "last_value"])

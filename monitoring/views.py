@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backbone.models import Experiment
+from catalog import throttles
 from monitoring import exposition, metrics
 from monitoring.models import Alert, MetricValue
 from monitoring.serializers import (
@@ -77,7 +78,12 @@ class ScrapeAccess(permissions.BasePermission):
         header = request.headers.get("Authorization", "")
         token = settings.METRICS_TOKEN
         if token and header.startswith("Bearer "):
-            return hmac.compare_digest(header[len("Bearer ") :].strip(), token)
+            given = header[len("Bearer ") :].strip().encode("utf-8", "surrogateescape")  # bytes: any header compares
+            if hmac.compare_digest(given, token.encode()):
+                return True
+            throttles.refuse_if_locked(request)
+            throttles.record_failure(request)  # a wrong token counts toward the lockout, as a wrong password does
+            return False
         return bool(request.user and request.user.is_staff)
 
 

@@ -70,6 +70,7 @@ class RecommendationLog(models.Model):
     product = models.CharField(max_length=64, blank=True, help_text="SKU asked about (similar, bought together).")
     fallback = models.CharField(max_length=20, blank=True, help_text="Why popular items were served, if they were.")
     model_version = models.CharField(max_length=100, blank=True, help_text="The recommender that served it.")
+    arm = models.CharField(max_length=1, blank=True, default="", help_text="A/B arm of a for-you answer in a test.")
     products = ArrayField(models.BigIntegerField(), default=list, help_text="Product ids shown, in order.")
     sources = ArrayField(models.CharField(max_length=16), default=list, help_text="Each product's source.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

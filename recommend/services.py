@@ -232,7 +232,13 @@ def _load(row: RecommenderModel) -> ServedModel | None:
 
 
 def log_recommendation(
-    *, kind: str, items: list[Recommendation], fallback: str | None = None, model: str | None = None, **asked: str
+    *,
+    kind: str,
+    items: list[Recommendation],
+    fallback: str | None = None,
+    model: str | None = None,
+    arm: str | None = None,
+    **asked: str,
 ) -> str:
     """Log one answer as served (one INSERT) and return its ``rec_id``; ``model`` is the recommender
     that served it (default: the active one), ``asked`` the customer or the product SKU it was for.
@@ -244,6 +250,7 @@ def log_recommendation(
         kind=kind,
         fallback=fallback or "",
         model_version=model if fallback is None else "",
+        arm=arm or "",
         products=[item.product.pk for item in items],
         sources=[item.source for item in items],
         **asked,

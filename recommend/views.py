@@ -42,6 +42,7 @@ class CustomerRecommendView(APIView):
             items=result["items"],
             fallback=result["fallback"],
             model=result["model"],
+            arm=result["arm"],
             customer=customer_id,
         )
         return Response(RecommendResponseSerializer(result).data)

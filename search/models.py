@@ -54,6 +54,7 @@ class SearchQueryLog(models.Model):
     ranker_name = models.CharField(
         max_length=100, blank=True, default="", db_default="", help_text="The learned ranker's row, when one ranked."
     )
+    arm = models.CharField(max_length=1, blank=True, default="", db_default="", help_text="A/B arm, in a test.")
     latency_ms = models.FloatField(default=0.0)
     session = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -331,6 +331,7 @@ def log_search(*, result: SearchResult, filters: SearchFilters, version_name: st
         model_version=version_name[:100],
         ranker=result.ranker,
         ranker_name=result.ranker_name,
+        arm=result.arm or "",
         latency_ms=result.timings_ms.get("total", 0.0),
         session=session[:128],
     )

@@ -147,3 +147,27 @@ def test_an_operator_resolves_an_alert_in_the_admin(admin_client):
     assert response.status_code == 302
     alert.refresh_from_db()
     assert alert.state == "resolved" and alert.resolved_at is not None
+
+
+def test_a_firing_alert_stays_open_while_its_window_has_too_few_observations():
+    rule = AlertRule.objects.create(name="zero results", metric="search.zero_result_rate", threshold=0.15, min_count=10)
+    searches(20, zero=10)
+    services.check_rules()
+    SearchQueryLog.objects.all().delete()
+    searches(5, zero=0)  # a quiet hour: 5 searches, none without results
+    assert services.check_rules() == {"fired": 0, "resolved": 0}
+    assert Alert.objects.get(rule=rule).state == "firing"
+
+
+def test_a_refresh_is_skipped_while_another_holds_the_lock():
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    with other.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [services.REFRESH_LOCK])
+        try:
+            assert services.refresh() == {"skipped": 1}
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [services.REFRESH_LOCK])
+    other.close()
+    assert "rows" in services.refresh()

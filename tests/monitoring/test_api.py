@@ -79,6 +79,7 @@ def test_prometheus_scrapes_with_the_bearer_token(api_client, monkeypatch, refre
     monkeypatch.setattr(settings, "METRICS_TOKEN", "scrape-secret")
     assert api_client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code in (401, 403)
     assert api_client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+    assert api_client.get("/metrics", HTTP_AUTHORIZATION="Bearer \xe9t\xe9").status_code in (401, 403)  # not a 500
 
 
 def test_the_refresh_task_is_scheduled_and_runs(refreshed):

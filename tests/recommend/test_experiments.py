@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from backbone import experiments, lifecycle
@@ -37,7 +38,7 @@ def test_the_arm_of_a_customer_is_stable_and_the_share_holds():
     arms = [experiments.arm(experiment, f"customer-{i}") for i in range(10_000)]
     assert arms.count("B") / len(arms) == pytest.approx(0.30, abs=0.02)
     assert [experiments.arm(experiment, f"customer-{i}") for i in range(100)] == arms[:100]
-    assert experiments.arm(experiment, "") == "A"  # no customer: the control
+    assert experiments.arm(experiment, "") is None  # no customer: in no arm (the control serves it)
 
 
 def test_for_you_serves_and_logs_each_customer_from_its_arm(admin_client, storefront_client, two_recommenders):
@@ -94,18 +95,18 @@ def test_promoting_the_challenger_serves_it_to_everyone(admin_client, storefront
     assert body["arm"] is None and RecommendationLog.objects.get(rec_id=body["rec_id"]).model_version == challenger.name
 
 
-def shown(model: str, n: int, clicked: int, product) -> None:
-    """``n`` logged answers of one item by ``model``, ``clicked`` of them clicked (an event echoing the rec_id)."""
+def shown(model: str, arm: str, n: int, clicked: int, product) -> None:
+    """``n`` for-you answers of one item by ``model`` in ``arm``, ``clicked`` of them clicked (an event echoing the rec_id)."""
     for i in range(n):
         log = RecommendationLog.objects.create(
-            kind="for_you", model_version=model, products=[product.pk], sources=["model"]
+            kind="for_you", model_version=model, arm=arm, products=[product.pk], sources=["model"]
         )
         if i < clicked:
             Event.objects.create(
                 product=product,
                 type="click",
                 timestamp=timezone.now(),
-                client_event_id=f"{model}-{i}",
+                client_event_id=f"{model}-{arm}-{i}",
                 rec_id=log.rec_id,
             )
 
@@ -116,8 +117,12 @@ def test_the_report_gives_each_arm_its_rate_and_interval(staff_client, two_recom
     Experiment.objects.filter(pk=experiment.pk).update(started_at=timezone.now() - timedelta(minutes=5))
     experiment.refresh_from_db()
     product = Event.objects.first().product
-    shown(control.name, 200, 20, product)
-    shown(challenger.name, 200, 50, product)
+    shown(control.name, "A", 200, 20, product)
+    shown(challenger.name, "B", 200, 50, product)
+    shown(control.name, "", 300, 200, product)  # similar items, or a for-you outside the test: not in the report
+    RecommendationLog.objects.create(
+        kind="similar", model_version=control.name, products=[product.pk], sources=["model"]
+    )
     monitoring.refresh()
     result = report(experiment)
     a, b = result["arms"]
@@ -138,3 +143,17 @@ def test_the_experiment_page_promotes_in_one_click(admin_client, two_recommender
     experiment.refresh_from_db()
     assert experiment.winner == "B" and lifecycle.active(RecommenderModel).pk == challenger.pk
     assert "challenger promoted" in admin_client.get(page).content.decode()
+
+
+def test_a_test_whose_control_no_longer_serves_splits_nobody_and_cannot_be_promoted(
+    admin_client, storefront_client, two_recommenders
+):
+    _, challenger = two_recommenders
+    start(admin_client, "recommend", challenger.name)
+    experiment = Experiment.objects.get()
+    lifecycle.activate(RecommenderModel, pk=challenger.pk)  # the control retired meanwhile (e.g. a retraining)
+    recommend.reset_serving_cache()
+    assert storefront_client.get("/api/v1/recommend/customers/c3").json()["arm"] is None
+    with pytest.raises(ValidationError, match="no longer serves"):
+        experiments.end(experiment, promote=True)
+    assert experiments.end(experiment, promote=False).winner == "A"

@@ -36,6 +36,12 @@ def test_the_page_is_for_staff_only(client, keys_file):
     assert not keys_file.exists()
 
 
+def test_staff_who_are_not_superusers_get_no_keys(client, django_user_model, keys_file):
+    clerk = django_user_model.objects.create_user("clerk", password="pw-clerk-1", is_staff=True)
+    client.force_login(clerk)
+    assert client.get("/demo/").status_code == 403 and not keys_file.exists()
+
+
 def test_the_page_gives_its_script_keys_customers_and_a_slot(admin_client, keys_file):
     EventFactory(customer__external_id="shopper-1")
     AdSlotFactory(name="home-banner")
