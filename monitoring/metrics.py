@@ -51,6 +51,8 @@ class Metric:
     unit: str  # "count", "ratio" (0-1), "ms", "position", "money", "confidence"
     compute: Callable[[datetime, datetime], list[Row]]
     dimension: str = ""  # the label of the rows' dimension, if the metric has one
+    versioned: bool = True  # rows per model version; False: only version "all"
+    totalled: bool = True  # a row with dimension "" (the total over the dimension's values)
 
     @property
     def app(self) -> str:
@@ -303,7 +305,7 @@ METRICS: dict[str, Metric] = {
         Metric("search.queries", "Searches served.", "count", lambda s, e: counted(search_value(Count("pk"))(s, e))),
         Metric("search.zero_result_rate", "Share of searches with no result.", "ratio", search_value(share(Q(result_count=0)))),
         Metric("search.ctr", "Share of searches with a click on a result.", "ratio", search_clicked),
-        Metric("search.ab_ctr", "Share of searches with a click, per A/B arm.", "ratio", search_ab_clicked, "arm"),
+        Metric("search.ab_ctr", "Share of searches with a click, per A/B arm.", "ratio", search_ab_clicked, "arm", versioned=False, totalled=False),
         Metric("search.mean_click_position", "Mean 1-based position of clicked results.", "position", click_position),
         Metric("search.typo_corrected_share", "Share of searches whose query was corrected.", "ratio", search_value(share(~Q(corrected="")))),
         Metric("search.latency_p50", "Median search time in the server.", "ms", search_value(Percentile("latency_ms", 0.5))),
@@ -311,8 +313,8 @@ METRICS: dict[str, Metric] = {
         Metric("recommend.impressions", "Items shown in recommendation answers.", "count", rec_impressions, "source"),
         Metric("recommend.clicks", "Shown items opened (an event echoing the answer's rec_id).", "count", rec_clicks, "source"),
         Metric("recommend.ctr", "Clicks per item shown.", "ratio", rec_ctr, "source"),
-        Metric("recommend.ab_ctr", "For-you clicks per item shown, per A/B arm.", "ratio", rec_ab_ctr, "arm"),
-        Metric("recommend.fallback_rate", "Share of for-you answers that fell back to popular items.", "ratio", rec_fallback, "fallback"),
+        Metric("recommend.ab_ctr", "For-you clicks per item shown, per A/B arm.", "ratio", rec_ab_ctr, "arm", versioned=False, totalled=False),
+        Metric("recommend.fallback_rate", "Share of for-you answers that fell back to popular items.", "ratio", rec_fallback, "fallback", versioned=False),
         Metric("chatbot.messages", "Messages classified.", "count", lambda s, e: counted(chat_value(Count("pk"))(s, e))),
         Metric("chatbot.out_of_scope_rate", "Share of messages out of scope.", "ratio", chat_value(share(Q(outcome=Message.Outcome.OUT_OF_SCOPE)))),
         Metric("chatbot.clarify_rate", "Share of messages answered with a question.", "ratio", chat_value(share(Q(outcome=Message.Outcome.CLARIFY)))),
@@ -320,17 +322,17 @@ METRICS: dict[str, Metric] = {
         Metric("chatbot.confidence_p10", "10th percentile of the classifier's confidence.", "confidence", chat_value(Percentile("confidence", 0.1))),
         Metric("chatbot.confidence_p50", "Median confidence of the classifier.", "confidence", chat_value(Percentile("confidence", 0.5))),
         Metric("chatbot.confidence_p90", "90th percentile of the classifier's confidence.", "confidence", chat_value(Percentile("confidence", 0.9))),
-        Metric("chatbot.corrections", "Messages relabelled in review, by the intent first given.", "count", chat_corrections, "intent"),
-        Metric("chatbot.reviewed_accuracy", "Share of reviewed messages confirmed, by confidence bin.", "ratio", chat_reliability, "confidence"),
+        Metric("chatbot.corrections", "Messages relabelled in review, by the intent first given.", "count", chat_corrections, "intent", totalled=False),
+        Metric("chatbot.reviewed_accuracy", "Share of reviewed messages confirmed, by confidence bin.", "ratio", chat_reliability, "confidence", totalled=False),
         Metric("ads.impressions", "Ads served.", "count", lambda s, e: counted(ads_value(Count("pk"))(s, e))),
         Metric("ads.clicks", "Served ads clicked (by serving time).", "count", ads_value(Count("pk", filter=CLICKED))),
         Metric("ads.ctr", "Observed click-through rate.", "ratio", ads_value(share(CLICKED))),
-        Metric("ads.ab_ctr", "Observed CTR, per A/B arm.", "ratio", ads_ab_ctr, "arm"),
+        Metric("ads.ab_ctr", "Observed CTR, per A/B arm.", "ratio", ads_ab_ctr, "arm", versioned=False, totalled=False),
         Metric("ads.mean_pctr", "Mean predicted click-through rate of the ads served.", "ratio", ads_value(Avg("pctr"))),
         Metric("ads.calibration_ratio", "Observed CTR / mean predicted CTR (1 = calibrated).", "ratio", ads_value(share(CLICKED) / NullIf(Avg("pctr"), 0.0))),
-        Metric("ads.ctr_by_pctr", "Observed CTR by bin of predicted CTR (reliability).", "ratio", ads_reliability, "pctr"),
-        Metric("ads.spend", "Charged for clicks, per campaign id.", "money", ads_spend, "campaign"),
-        Metric("ads.budget_used", "Spend / (daily budget x days in the window), per campaign id.", "ratio", ads_budget_used, "campaign"),
+        Metric("ads.ctr_by_pctr", "Observed CTR by bin of predicted CTR (reliability).", "ratio", ads_reliability, "pctr", totalled=False),
+        Metric("ads.spend", "Charged for clicks, per campaign id.", "money", ads_spend, "campaign", versioned=False, totalled=False),
+        Metric("ads.budget_used", "Spend / (daily budget x days in the window), per campaign id.", "ratio", ads_budget_used, "campaign", versioned=False, totalled=False),
     ]
 }  # fmt: skip
 

@@ -87,8 +87,13 @@ class AlertRule(models.Model):
                 raise ValidationError({"upper": "'outside' needs an upper bound above the threshold."})
         elif self.upper is not None:
             raise ValidationError({"upper": "Only 'outside' takes an upper bound."})
-        if self.dimension and not metrics.get(self.metric).dimension:
+        metric = metrics.get(self.metric)
+        if self.dimension and not metric.dimension:
             raise ValidationError({"dimension": f"{self.metric} has no dimension."})
+        if not self.dimension and not metric.totalled:
+            raise ValidationError({"dimension": f"{self.metric} has no total: name one {metric.dimension}."})
+        if self.version != metrics.ALL and not metric.versioned:
+            raise ValidationError({"version": f"{self.metric} is measured over all versions only: 'all'."})
 
     def breached(self, value: float) -> bool:
         if self.comparison == self.Comparison.ABOVE:

@@ -16,6 +16,8 @@ class MetricDefinitionSerializer(serializers.Serializer):
     unit = serializers.CharField()
     help = serializers.CharField()
     dimension = serializers.CharField(help_text="The label of the metric's dimension ('' if it has none).")
+    versioned = serializers.BooleanField(help_text="Values per model version (else only version 'all').")
+    totalled = serializers.BooleanField(help_text="A value with dimension '' (the total over the dimension).")
 
 
 class MetricValueSerializer(serializers.ModelSerializer):

@@ -116,6 +116,8 @@ def test_an_unreachable_webhook_is_recorded_and_other_rules_still_run():
         ({"comparison": "outside", "upper": "0.1"}, "upper", "needs an upper bound"),
         ({"upper": "0.9"}, "upper", "Only"),
         ({"dimension": "model"}, "dimension", "has no dimension"),
+        ({"metric": "ads.spend"}, "dimension", "has no total"),
+        ({"metric": "recommend.fallback_rate", "version": "rec-1"}, "version", "all versions only"),
         ({"window_minutes": "7"}, "window_minutes", "Select a valid choice"),
         ({"webhook_url": "not a url"}, "webhook_url", "Enter a valid URL"),
     ],

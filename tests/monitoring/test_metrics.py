@@ -149,3 +149,17 @@ def test_refresh_computes_the_current_and_previous_hour_and_day():
     assert counts["rows"] == MetricValue.objects.count()
     hours = set(MetricValue.objects.filter(granularity="hour").values_list("start", flat=True))
     assert hours == {HOUR, HOUR + timedelta(hours=1)}
+
+
+def test_each_metric_has_the_rows_its_definition_declares(storefront_client):
+    """``versioned=False``: only version "all"; ``totalled=False``: no row with dimension "" (what alert rules rely on)."""
+    search_logs()
+    test_chat_metrics_and_corrections_by_intent(None)
+    test_ads_calibration_spend_and_budget_share(None)
+    rows = {name: metric.compute(HOUR, HOUR + timedelta(hours=1)) for name, metric in metrics.METRICS.items()}
+    for name, metric in metrics.METRICS.items():
+        if not metric.versioned:
+            assert {v for v, *_ in rows[name]} <= {metrics.ALL}, name
+        if not metric.totalled:
+            assert all(d for _, d, *_ in rows[name]), name
+    assert {name for name, found in rows.items() if found} >= {"search.ctr", "chatbot.corrections", "ads.spend"}
