@@ -242,9 +242,12 @@ class Scorer:
         if challenger is None:
             return self.current(), arm
         with self.lock:
-            if self.challenger is None or self.challenger.row.pk != challenger.pk:
-                self.challenger = self.load(challenger)
-            return self.challenger, arm
+            if self.challenger is not None and self.challenger.row.pk == challenger.pk:
+                return self.challenger, arm
+        loaded = self.load(challenger)  # outside the lock: the process keeps serving while it loads
+        with self.lock:
+            self.challenger = loaded
+        return loaded, arm
 
     @staticmethod
     def load(row: CtrModelVersion) -> ServingModel:

@@ -215,9 +215,12 @@ def serving_for(customer: str) -> tuple[ServedModel | None, str | None]:
     if challenger is None:
         return served_model(), arm
     with _LOCK:
-        if _CACHE.get("challenger_id") != challenger.pk:
-            _CACHE.update(challenger_id=challenger.pk, challenger=_load(challenger))
-        return _CACHE["challenger"], arm
+        if _CACHE.get("challenger_id") == challenger.pk:
+            return _CACHE["challenger"], arm
+    loaded = _load(challenger)  # outside the lock: the process keeps serving while it loads
+    with _LOCK:
+        _CACHE.update(challenger_id=challenger.pk, challenger=loaded)
+    return loaded, arm
 
 
 def _load(row: RecommenderModel) -> ServedModel | None:
