@@ -42,7 +42,7 @@ DEFAULTS = {
     # 8x an intent batch: 150 keep the fine-tune near 15 minutes there (a GPU takes the full 458 of Home Depot)
     "search_max_steps": 150,
 }
-VALIDATION_SHARE = 0.1  # of the ranker side's query texts (a stable hash): early-stop the ranker, judge the gate
+VALIDATION_SHARE = 0.1  # of the ranker side's query texts (a stable hash), held out of its training
 VALIDATION_LIMIT = 500  # the most of them a scheduled retraining's gate scores
 MIN_VALIDATION = 10
 Progress = Callable[[float, str], None]
@@ -121,24 +121,34 @@ def build_training_task(parameters: dict[str, Any]) -> ml.SearchContrastiveTask:
     )
 
 
+def validation_examples(judged: dict[str, dict[int, float]]) -> list[tuple[str, dict[int, float]]]:
+    """Return the ranker side's held-out queries (:func:`is_validation_query`, at most VALIDATION_LIMIT) and
+    their judgements: no ranker trains on them; its fit and a scheduled retraining's gate score on them."""
+    _, texts = split_queries(sorted(judged), DEFAULTS["search_ranker_share"])
+    held_out = [t for t in texts if is_validation_query(t)]
+    if len(held_out) < MIN_VALIDATION or len(texts) - len(held_out) < MIN_RANKER_QUERIES:
+        return []  # a shop too small to hold queries out: the ranker trains on all of them
+    return [(t, judged[t]) for t in held_out[:VALIDATION_LIMIT]]
+
+
 def ranker_examples(parameters: dict[str, Any]) -> tuple[list[tuple[str, dict[int, float]]], int]:
-    """Return the ranker's (query text, judgements), typo'd copies included, and how many copies."""
+    """Return the ranker's training (query text, judgements), typo'd copies included, and how many copies.
+
+    A seeded sample of the ranker side's queries that are not held out (:func:`validation_examples`).
+    """
     rng = random.Random(parameters.get("seed", 7))
     judged = judged_queries()
     _, texts = split_queries(sorted(judged), option(parameters, "search_ranker_share"))
+    held_out = {t for t, _ in validation_examples(judged)}
+    texts = [t for t in texts if t not in held_out]
     rng.shuffle(texts)
     examples = [(t, judged[t]) for t in texts[: option(parameters, "search_ranker_queries")]]
     if len(examples) < MIN_RANKER_QUERIES:
         raise ValueError(f"the search ranker needs at least {MIN_RANKER_QUERIES} judged or clicked queries")
     share = option(parameters, "search_ranker_typo_fraction")
-    seen = {text for text, _ in examples}
-    typos = []
-    for text, labels in examples:
-        if rng.random() < share:
-            typo = ml.add_typo(text, rng)
-            # no near copy of a held-out query in training, and no typo'd copy among the held-out queries
-            if typo not in seen and not is_validation_query(text) and not is_validation_query(typo):
-                typos.append((typo, labels))
+    typos = [(ml.add_typo(text, rng), labels) for text, labels in examples if rng.random() < share]
+    seen = {text for text, _ in examples} | held_out  # no typo'd copy that is a query already, or held out
+    typos = [(text, labels) for text, labels in typos if text not in seen]
     return examples + typos, len(typos)
 
 
@@ -180,19 +190,18 @@ def held_out_ndcg(scores: list[np.ndarray], relevances: list[np.ndarray]) -> flo
 
 
 def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tuple[ml.Ranker, dict[str, Any]]:
-    """Fit the lambdarank model for ``version``; its validation queries (:func:`is_validation_query`; a
-    seeded 10% in a shop too small to have any) early-stop it. Return it and its metrics.
+    """Fit the lambdarank model for ``version``; 10% of its training queries (seeded) early-stop it.
+    Return it and its metrics.
 
-    The metrics hold the NDCG@10 of the ranker and of the untrained fusion on those held-out queries.
+    The metrics hold the NDCG@10 of the ranker and of the untrained fusion on the held-out queries
+    (:func:`validation_examples`; the early-stopping ones in a shop too small to hold any out).
     """
     examples, typo_copies = ranker_examples(parameters)
-    features, relevances, texts = ranker_features(version, examples, progress)
-    valid = [i for i, text in enumerate(texts) if is_validation_query(text)]
-    if not valid or len(valid) == len(texts):
-        order = list(range(len(features)))
-        random.Random(parameters.get("seed", 7)).shuffle(order)
-        valid = order[: max(1, len(order) // 10)]
-    train = [i for i in range(len(features)) if i not in set(valid)]
+    features, relevances, _ = ranker_features(version, examples, progress)
+    order = list(range(len(features)))
+    random.Random(parameters.get("seed", 7)).shuffle(order)
+    n_valid = max(1, len(order) // 10)
+    valid, train = order[:n_valid], order[n_valid:]
     progress(0.9, f"fitting the ranker on {len(train):,} queries")
     ranker = ml.Ranker.fit(
         [features[i] for i in train],
@@ -202,13 +211,15 @@ def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tup
         rounds=option(parameters, "search_ranker_rounds"),
         seed=int(parameters.get("seed", 7)),
     )
-    held_out = [relevances[i] for i in valid]
+    held_out_features, held_out = ranker_features(version, validation_examples(judged_queries()), progress)[:2]
+    if not held_out_features:
+        held_out_features, held_out = [features[i] for i in valid], [relevances[i] for i in valid]
     ranker.config.update(backbone_version=version.name, queries=len(features), typo_copies=typo_copies)
     metrics = {k: v for k, v in ranker.config.items() if k != "params"}
     metrics["held_out"] = {
-        "queries": len(valid),
-        "ndcg@10": held_out_ndcg([ranker.predict(features[i]) for i in valid], held_out),
-        "fusion_ndcg@10": held_out_ndcg([ml.fusion_scores(features[i]) for i in valid], held_out),
+        "queries": len(held_out),
+        "ndcg@10": held_out_ndcg([ranker.predict(f) for f in held_out_features], held_out),
+        "fusion_ndcg@10": held_out_ndcg([ml.fusion_scores(f) for f in held_out_features], held_out),
     }
     return ranker, {**metrics, "feature_importance": ranker.feature_importance()}
 
@@ -217,9 +228,7 @@ def validate_version(*, version, row: SearchRanker | None = None) -> tuple[str, 
     """NDCG@10 of search as served with backbone ``version`` and ranker ``row`` (else the active ranker
     when it was trained for ``version``, else the fusion scores) on the held-out validation queries of
     the ranker's side: the search score in a scheduled retraining's gate. None with too few of them."""
-    judged = judged_queries()
-    _, ranker_side = split_queries(sorted(judged), DEFAULTS["search_ranker_share"])
-    examples = [(t, judged[t]) for t in ranker_side if is_validation_query(t)][:VALIDATION_LIMIT]
+    examples = validation_examples(judged_queries())
     if row is None:
         active = lifecycle.active(SearchRanker)
         row = active if active is not None and active.backbone_version_id == version.pk else None

@@ -198,7 +198,7 @@ def test_the_gate_scores_search_as_the_api_serves_it_on_the_held_out_queries(
     assert (metric, n) == ("ndcg@10", len(held_out)) and value == pytest.approx(served["ndcg@10"], abs=1e-4)
 
 
-def test_the_ranker_early_stops_on_the_held_out_queries_and_trains_on_none_of_them(
+def test_the_ranker_trains_on_none_of_the_held_out_queries_and_reports_its_score_on_them(
     many_judged, tiny_active_version, settings, tmp_path
 ):
     settings.MODELS_DIR = tmp_path
@@ -206,7 +206,8 @@ def test_the_ranker_early_stops_on_the_held_out_queries_and_trains_on_none_of_th
         version=tiny_active_version, parameters={"search_ranker_rounds": 20, "search_ranker_min_gain": -1.0}
     )
     examples, _ = training.ranker_examples({})
-    held_out = [t for t, _ in examples if training.is_validation_query(t)]
+    held_out = [t for t, _ in training.validation_examples(training.judged_queries())]
+    assert not {t for t, _ in examples} & set(held_out)
     assert row.metrics["held_out"]["queries"] == len(held_out) > 0
     lifecycle.activate(SearchRanker, pk=row.pk)
     metric, value, n = training.validate_version(version=tiny_active_version)  # the active ranker of this version
