@@ -75,15 +75,16 @@ def share(condition: Q) -> Avg:
     return Avg(Case(When(condition, then=Value(1.0)), default=Value(0.0), output_field=FloatField()))
 
 
-def grouped(queryset: QuerySet, version: str, value, count=None, dimension: str | None = None) -> list[Row]:
-    """Rows of ``value`` per version (and per ``dimension`` field) and over all versions, in two queries;
-    ``count`` defaults to the number of rows behind each value. Empty groups are left out."""
+def grouped(queryset: QuerySet, version: str | None, value, count=None, dimension: str | None = None) -> list[Row]:
+    """Rows of ``value`` per ``version`` field (None: no such rows) and per ``dimension`` field, and over
+    all versions, in one query each; ``count`` defaults to the number of rows behind each value.
+    Empty groups are left out."""
     count = count if count is not None else Count("pk")
     queryset = queryset.order_by()  # a model's default ordering would join the GROUP BY
     keys = [version] + ([dimension] if dimension else [])
     rows = [
         (str(r[version] or NONE), str(r[dimension]) if dimension else "", r["v"], r["n"])
-        for r in queryset.values(*keys).annotate(v=value, n=count)
+        for r in (queryset.values(*keys).annotate(v=value, n=count) if version else [])
     ]
     if dimension:
         totals = [
@@ -129,7 +130,7 @@ def search_ab_clicked(start: datetime, end: datetime) -> list[Row]:
     """Share of searches with a click, per A/B arm of a running test (sessions in it)."""
     clicked = Exists(SearchClick.objects.filter(query=OuterRef("pk")))
     tested = searches(start, end).exclude(arm="").annotate(clicked=clicked)
-    return [r for r in grouped(tested, "served_by", share(Q(clicked=True)), dimension="arm") if r[0] == ALL]
+    return grouped(tested, None, share(Q(clicked=True)), dimension="arm")
 
 
 def click_position(start: datetime, end: datetime) -> list[Row]:
@@ -139,32 +140,23 @@ def click_position(start: datetime, end: datetime) -> list[Row]:
 
 # --- recommend ----------------------------------------------------------------------------------
 
-# impressions and attributed clicks per (version, source), per source, per version and in all
-_REC_GROUPS = "GROUP BY GROUPING SETS ((l.model_version, source), (source), (l.model_version), ())"
-_IMPRESSIONS_SQL = (
-    f"SELECT l.model_version, source, count(*) FROM {RecommendationLog._meta.db_table} l, unnest(l.sources) source "
-    f"WHERE l.created_at >= %s AND l.created_at < %s {_REC_GROUPS}"
+_SHOWN = f"FROM {RecommendationLog._meta.db_table} l, unnest(l.sources) source WHERE"
+_OPENED = (
+    f"FROM {RecommendationLog._meta.db_table} l JOIN {Event._meta.db_table} e ON e.rec_id = l.rec_id "
+    "AND e.product_id = ANY(l.products) WHERE e.type IN ('click', 'view', 'cart', 'purchase') AND"
 )
-_CLICKS_SQL = (
-    f"SELECT l.model_version, l.sources[array_position(l.products, e.product_id)] AS source, "
-    f"count(DISTINCT (l.id, e.product_id)) FROM {RecommendationLog._meta.db_table} l "
-    f"JOIN {Event._meta.db_table} e ON e.rec_id = l.rec_id AND e.product_id = ANY(l.products) "
-    f"WHERE l.created_at >= %s AND l.created_at < %s AND e.type IN ('click', 'view', 'cart', 'purchase') "
-    f"{_REC_GROUPS}"
-)
+_BY_SOURCE = "GROUP BY GROUPING SETS ((l.model_version, source), (source), (l.model_version), ())"
+_BY_ARM = "AND l.kind = 'for_you' AND l.arm <> '' GROUP BY l.arm"
 
 
-# the same per A/B arm, over the for-you answers of a test (the version column is NULL: all versions)
-_AB_WHERE = "AND l.kind = 'for_you' AND l.arm <> '' GROUP BY l.arm"
-_AB_IMPRESSIONS_SQL = (
-    f"SELECT NULL, l.arm, count(*) FROM {RecommendationLog._meta.db_table} l, unnest(l.sources) source "
-    f"WHERE l.created_at >= %s AND l.created_at < %s {_AB_WHERE}"
-)
-_AB_CLICKS_SQL = (
-    f"SELECT NULL, l.arm, count(DISTINCT (l.id, e.product_id)) FROM {RecommendationLog._meta.db_table} l "
-    f"JOIN {Event._meta.db_table} e ON e.rec_id = l.rec_id AND e.product_id = ANY(l.products) "
-    f"WHERE l.created_at >= %s AND l.created_at < %s AND e.type IN ('click', 'view', 'cart', 'purchase') {_AB_WHERE}"
-)
+def rec_sql(*, clicks: bool, by_arm: bool = False) -> str:
+    """The SQL counting items shown (or, with ``clicks``, attributed clicks: distinct items of an answer
+    that a later event echoing its rec_id opened) in ``[%s, %s)``: per (version, source), per source,
+    per version and in all; or, ``by_arm``, per A/B arm over the for-you answers of a test (version NULL)."""
+    count = "count(DISTINCT (l.id, e.product_id))" if clicks else "count(*)"
+    source = "l.sources[array_position(l.products, e.product_id)] AS source" if clicks else "source"
+    keys, grouping = ("NULL, l.arm", _BY_ARM) if by_arm else (f"l.model_version, {source}", _BY_SOURCE)
+    return f"SELECT {keys}, {count} {_OPENED if clicks else _SHOWN} l.created_at >= %s AND l.created_at < %s {grouping}"
 
 
 def _rec_counts(sql: str, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
@@ -179,23 +171,23 @@ def _rec_counts(sql: str, start: datetime, end: datetime) -> dict[tuple[str, str
 
 
 def rec_impressions(start: datetime, end: datetime) -> list[Row]:
-    return [(v, s, float(n), n) for (v, s), n in _rec_counts(_IMPRESSIONS_SQL, start, end).items()]
+    return [(v, s, float(n), n) for (v, s), n in _rec_counts(rec_sql(clicks=False), start, end).items()]
 
 
 def rec_clicks(start: datetime, end: datetime) -> list[Row]:
-    return [(v, s, float(n), n) for (v, s), n in _rec_counts(_CLICKS_SQL, start, end).items()]
+    return [(v, s, float(n), n) for (v, s), n in _rec_counts(rec_sql(clicks=True), start, end).items()]
 
 
-def rec_ctr(start: datetime, end: datetime, *, sql: tuple[str, str] = (_IMPRESSIONS_SQL, _CLICKS_SQL)) -> list[Row]:
+def rec_ctr(start: datetime, end: datetime, *, by_arm: bool = False) -> list[Row]:
     """Attributed clicks per item shown (a click is any later event that echoes the rec_id for that item)."""
-    shown, clicked = sql
-    clicks = _rec_counts(clicked, start, end)
-    return [(v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in _rec_counts(shown, start, end).items()]
+    clicks = _rec_counts(rec_sql(clicks=True, by_arm=by_arm), start, end)
+    shown = _rec_counts(rec_sql(clicks=False, by_arm=by_arm), start, end)
+    return [(v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in shown.items()]
 
 
 def rec_ab_ctr(start: datetime, end: datetime) -> list[Row]:
     """CTR of the items shown in for-you answers, per A/B arm of a running test."""
-    return rec_ctr(start, end, sql=(_AB_IMPRESSIONS_SQL, _AB_CLICKS_SQL))
+    return rec_ctr(start, end, by_arm=True)
 
 
 def rec_fallback(start: datetime, end: datetime) -> list[Row]:
@@ -243,17 +235,13 @@ def ads_value(value) -> Callable[[datetime, datetime], list[Row]]:
 def ads_ab_ctr(start: datetime, end: datetime) -> list[Row]:
     """Observed CTR per A/B arm of a running test (customers in it)."""
     tested = impressions(start, end).exclude(arm="")
-    return [r for r in grouped(tested, "model_name", share(CLICKED), dimension="arm") if r[0] == ALL]
+    return grouped(tested, None, share(CLICKED), dimension="arm")
 
 
 def ads_spend(start: datetime, end: datetime) -> list[Row]:
     """What each campaign was charged for clicks in the range (by the time of the click)."""
     clicks = ServedImpression.objects.filter(clicked_at__gte=start, clicked_at__lt=end, charged__isnull=False)
-    return [
-        (ALL, d, value, n)
-        for v, d, value, n in grouped(clicks, "model_name", Sum("charged"), dimension="campaign_id")
-        if v == ALL
-    ]
+    return grouped(clicks, None, Sum("charged"), dimension="campaign_id")
 
 
 def ads_budget_used(start: datetime, end: datetime) -> list[Row]:
