@@ -79,6 +79,12 @@ class ExpiredToken(AdsError, errors.Conflict):
     status_code = errors.Conflict.status_code
 
 
+class UnknownReference(AdsError, errors.NotFound):
+    """The request names an ad slot or a product that does not exist, or a slot that is off (404)."""
+
+    status_code = errors.NotFound.status_code
+
+
 class NotEnoughImpressions(AdsError):
     """Too few served impressions (or clicks) to train a pCTR model on."""
 
@@ -106,14 +112,14 @@ class Context:
 
 
 def resolve_context(*, query: str = "", product: str = "", customer: str = "") -> Context:
-    """Look up the context product by SKU; raise AdsError (field ``context``) for an unknown one."""
+    """Look up the context product by SKU; raise UnknownReference (field ``context``) for an unknown one."""
     from catalog.services import products_by_sku
 
     context = Context(query=query.strip(), customer=customer.strip())
     if product:
         found = products_by_sku([product]).get(product)
         if found is None:
-            raise AdsError(f"unknown product SKU {product!r}", field="context")
+            raise UnknownReference(f"unknown product SKU {product!r}", field="context")
         context.product_sku, context.product_title, context.category = found.sku, found.title, found.category_path
     return context
 
@@ -371,7 +377,7 @@ def select_ads(*, slot: str, query: str = "", product: str = "", customer: str =
     """
     slot_row = AdSlot.objects.filter(name=slot, active=True).first()
     if slot_row is None:
-        raise AdsError(f"unknown or inactive ad slot {slot!r}", field="slot")
+        raise UnknownReference(f"unknown or inactive ad slot {slot!r}", field="slot")
     context = resolve_context(query=query, product=product, customer=customer)
     now = timezone.now()
     ads = eligible_ads(context=context, now=now)

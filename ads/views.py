@@ -55,7 +55,10 @@ class AdSelectView(APIView):
 
     @extend_schema(
         request=AdSelectRequestSerializer,
-        responses={200: AdSelectResponseSerializer, 400: OpenApiResponse(description="unknown slot or product")},
+        responses={
+            200: AdSelectResponseSerializer,
+            404: OpenApiResponse(description="unknown or inactive slot, unknown product"),
+        },
     )
     def post(self, request):
         serializer = AdSelectRequestSerializer(data=request.data)

@@ -4,7 +4,7 @@ Services raise one of the three kinds below and know nothing of HTTP; views let 
 :func:`exception_handler` (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``) maps the kind to a status:
 
 - :class:`InvalidInput` -> 400 ``{field: [message]}`` (the shape of DRF's validation errors);
-- :class:`NotFound` -> 404 and :class:`Conflict` -> 409, ``{field: [message]}`` when the error names a
+- :class:`NotFound` -> 404 (:class:`UnknownReferences`: its messages per input) and :class:`Conflict` -> 409, ``{field: [message]}`` when the error names a
   field, else ``{"detail": message}``.
 """
 
@@ -38,6 +38,15 @@ class NotFound(ServiceError):
     status_code = status.HTTP_404_NOT_FOUND
 
 
+class UnknownReferences(NotFound):
+    """Input that is well formed but names things that do not exist, per input (404), e.g.
+    ``{"events": {"3": {"product": ["Unknown product SKU 'x'."]}}}``."""
+
+    def __init__(self, errors: dict):
+        super().__init__("unknown references")
+        self.errors = errors
+
+
 class Conflict(ServiceError):
     """The request is valid but the current state refuses it (409): already done, not in a state that allows it."""
 
@@ -46,6 +55,8 @@ class Conflict(ServiceError):
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, plus the project's :class:`ServiceError` kinds as JSON answers."""
+    if isinstance(exc, UnknownReferences):
+        return Response(exc.errors, status=exc.status_code)
     if isinstance(exc, ServiceError):
         body = {exc.field: [str(exc)]} if exc.field else {"detail": str(exc)}
         return Response(body, status=exc.status_code)

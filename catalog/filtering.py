@@ -21,7 +21,8 @@ class SentFiltersForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         for name, value in list(cleaned.items()):
-            if name in self.data and value in (None, "") and name not in self.errors:
+            blank_is_value = getattr(self.fields[name], "blank_is_value", False)
+            if name in self.data and value in (None, "") and name not in self.errors and not blank_is_value:
                 self.add_error(name, "Give a value or leave this parameter out.")
         return cleaned
 
@@ -35,6 +36,24 @@ class UTCDateTimeField(IsoDateTimeField):
             return moment.astimezone(UTC) if moment is not None else None
         except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC time
             raise forms.ValidationError("This time is out of range.") from None
+
+
+class BlankableCharField(forms.CharField):
+    """Text whose empty value is a value (``dimension=``: the total), not the filter left out."""
+
+    blank_is_value = True
+
+    def to_python(self, value):
+        return None if value is None else str(value).strip()
+
+
+class BlankableCharFilter(filters.CharFilter):
+    """An exact text filter where a parameter sent empty matches ``""`` (left out, it filters nothing)."""
+
+    field_class = BlankableCharField
+
+    def filter(self, qs, value):
+        return qs if value is None else qs.filter(**{f"{self.field_name}__{self.lookup_expr}": value})
 
 
 class UTCDateTimeFilter(filters.IsoDateTimeFilter):

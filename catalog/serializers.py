@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 
+from backbone.errors import UnknownReferences
 from catalog.models import Event, Product
 from catalog.services import product_ids_by_sku
 
@@ -357,7 +358,8 @@ class EventBatchRequestSerializer(serializers.Serializer):
     events = EventSerializer(many=True, allow_empty=False, max_length=MAX_EVENTS_PER_BATCH)
 
     def validate_events(self, events):
-        """Resolve SKUs to product ids in one query; name every unknown SKU."""
+        """Resolve SKUs to product ids in one query; name every unknown SKU (404: the batch is well formed,
+        but names products this shop does not have; nothing of it is stored)."""
         found = product_ids_by_sku([e["product"] for e in events])
         errors = {
             str(i): {"product": [f"Unknown product SKU {e['product']!r}."]}
@@ -365,7 +367,7 @@ class EventBatchRequestSerializer(serializers.Serializer):
             if e["product"] not in found
         }
         if errors:
-            raise serializers.ValidationError(errors)
+            raise UnknownReferences({"events": errors})
         for e in events:
             e["product_id"] = found[e["product"]]
         return events

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,7 +42,13 @@ class EventIngestView(APIView):
 
     permission_classes = [ServerAccess]
 
-    @extend_schema(request=EventBatchRequestSerializer, responses={201: EventBatchResponseSerializer})
+    @extend_schema(
+        request=EventBatchRequestSerializer,
+        responses={
+            201: EventBatchResponseSerializer,
+            404: OpenApiResponse(description="an event names an unknown SKU"),
+        },
+    )
     def post(self, request):
         serializer = EventBatchRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

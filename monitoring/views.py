@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from backbone.models import Experiment
 from catalog import throttles
+from catalog.filtering import BlankableCharFilter, strict_filterset
 from monitoring import exposition, metrics
 from monitoring.models import Alert, MetricValue
 from monitoring.serializers import (
@@ -31,19 +32,22 @@ class MetricDefinitionsView(APIView):
         return Response(MetricDefinitionSerializer(rows, many=True).data)
 
 
+class MetricValueFilter(
+    strict_filterset(
+        MetricValue,
+        {"metric": ["exact", "startswith"], "granularity": ["exact"], "version": ["exact"], "start": ["gte", "lt"]},
+    )
+):
+    dimension = BlankableCharFilter(help_text="The dimension's value; sent empty: the totals over it.")
+
+
 class MetricValuesView(generics.ListAPIView):
     """Hourly or daily values of the online metrics per model version (``all``: every version), newest
     first; computed on a schedule (``METRICS_REFRESH_SECONDS``), so reading them scans no logs."""
 
     queryset = MetricValue.objects.all()
     serializer_class = MetricValueSerializer
-    filterset_fields = {
-        "metric": ["exact", "startswith"],
-        "granularity": ["exact"],
-        "version": ["exact"],
-        "dimension": ["exact"],
-        "start": ["gte", "lt"],
-    }
+    filterset_class = MetricValueFilter
 
 
 class AlertsView(generics.ListAPIView):

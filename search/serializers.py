@@ -56,12 +56,6 @@ class SearchRequestSerializer(StrictQuerySerializer):
     )
     facets = serializers.BooleanField(default=True, help_text="Compute facet counts over the match set.")
 
-    def validate(self, attrs):
-        low, high = attrs.get("min_price"), attrs.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"max_price": ["Must not be below min_price."]})
-        return attrs
-
 
 class SearchHitSerializer(serializers.Serializer):
     product_id = serializers.IntegerField()

@@ -338,8 +338,8 @@ def log_search(*, result: SearchResult, filters: SearchFilters, version_name: st
     return row.pk
 
 
-class UnknownSearchError(errors.InvalidInput):
-    """A click names a search log id that does not exist (400 on ``search_id``: it is a field of the click)."""
+class UnknownSearchError(errors.NotFound):
+    """A click names a search log id that does not exist (404 on ``search_id``)."""
 
     default_field = "search_id"
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backbone import errors
 from catalog.auth import PublicAccess
 from catalog.services import products_by_sku
 from search import services
@@ -68,13 +69,16 @@ class SearchClickView(APIView):
 
     permission_classes = [PublicAccess]
 
-    @extend_schema(request=ClickRequestSerializer, responses={201: ClickResponseSerializer})
+    @extend_schema(
+        request=ClickRequestSerializer,
+        responses={201: ClickResponseSerializer, 404: OpenApiResponse(description="unknown search_id or sku")},
+    )
     def post(self, request):
         params = ClickRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
         product = products_by_sku([data["sku"]]).get(data["sku"])
         if product is None:
-            return Response({"sku": ["Unknown product."]}, status=status.HTTP_400_BAD_REQUEST)
+            raise errors.NotFound("Unknown product.", field="sku")
         click = services.record_click(log_id=data["search_id"], product_id=product.pk, position=data["position"])
         return Response(ClickResponseSerializer({"click_id": click.pk}).data, status=status.HTTP_201_CREATED)

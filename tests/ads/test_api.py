@@ -48,21 +48,22 @@ def test_select_needs_a_storefront_key_or_staff(api_client, paid_slot):
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "status"),
     [
-        ({"slot": "nowhere"}, "slot"),
-        ({"slot": "search-top", "k": 0}, "k"),
-        ({"slot": "search-top", "k": "many"}, "k"),
-        ({"slot": "search-top", "context": {"product": "NO-SUCH-SKU"}}, "context"),
-        ({}, "slot"),
+        ({"slot": "nowhere"}, "slot", 404),
+        ({"slot": "search-top", "k": 0}, "k", 400),
+        ({"slot": "search-top", "k": "many"}, "k", 400),
+        ({"slot": "search-top", "context": {"product": "NO-SUCH-SKU"}}, "context", 404),
+        ({}, "slot", 400),
     ],
 )
-def test_bad_select_input_is_a_400_naming_the_field(storefront_client, paid_slot, body, field):
+def test_bad_select_input_is_a_4xx_naming_the_field(storefront_client, paid_slot, body, field, status):
+    """Malformed input is a 400; a slot or product that does not exist, a 404."""
     AdFactory()
 
     response = storefront_client.post("/api/v1/ads/select", body, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == status
     assert field in response.json()
     assert ServedImpression.objects.count() == 0
 

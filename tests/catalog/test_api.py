@@ -119,11 +119,12 @@ def test_json_nested_thousands_deep_is_a_400(storefront_client, path):
     assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
 
 
-def test_unknown_sku_is_named_in_the_error(storefront_client):
+def test_unknown_sku_is_a_404_naming_the_event_and_stores_none_of_the_batch(storefront_client):
     sku = ProductFactory().sku
     response = storefront_client.post("/api/v1/events", {"events": [event(1, sku), event(2, "GHOST")]}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert "GHOST" in str(response.json()["events"]["1"]["product"])
+    assert not Event.objects.exists()
 
 
 def test_invalid_api_key_is_rejected(api_client):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -12,7 +10,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring import metrics, services
-from monitoring.models import AlertRule
+from monitoring.models import AlertRule, MetricValue
 from search.models import SearchQueryLog
 from tests.monitoring.test_metrics import at
 
@@ -21,10 +19,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def refreshed():
+    """Four searches logged now, and the metrics refreshed (now: a minute ago could be the last hour)."""
+    moment = timezone.now()
     for i in range(4):
-        at(timezone.now() - timedelta(minutes=1), SearchQueryLog, text="q", normalized="q",
-           result_count=0 if i == 0 else 2, latency_ms=12, model_version="v7")  # fmt: skip
-    services.refresh()
+        at(moment, SearchQueryLog, text="q", normalized="q", result_count=0 if i == 0 else 2, latency_ms=12,
+           model_version="v7")  # fmt: skip
+    services.refresh(now=moment)
 
 
 def test_definitions_list_every_metric(staff_client):
@@ -33,6 +33,17 @@ def test_definitions_list_every_metric(staff_client):
     assert {"name": "recommend.ctr", "app": "recommend", "unit": "ratio", "dimension": "source"}.items() <= next(
         m for m in body if m["name"] == "recommend.ctr"
     ).items()
+
+
+def test_a_dimension_sent_empty_filters_the_totals(staff_client):
+    start = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for dimension, value in (("", 0.5), ("model", 0.7), ("popular", 0.1)):
+        MetricValue.objects.create(metric="recommend.ctr", granularity="hour", start=start, dimension=dimension,
+                                   value=value, count=10)  # fmt: skip
+    rows = lambda query: [r["value"] for r in staff_client.get(f"/api/v1/metrics/values?{query}").json()["results"]]  # noqa: E731
+    assert rows("dimension=") == [0.5]
+    assert rows("dimension=model") == [0.7]
+    assert sorted(rows("metric=recommend.ctr")) == [0.1, 0.5, 0.7]
 
 
 def test_values_filtered_by_metric_granularity_and_version(staff_client, refreshed):
