@@ -140,23 +140,32 @@ def click_position(start: datetime, end: datetime) -> list[Row]:
 
 # --- recommend ----------------------------------------------------------------------------------
 
-_SHOWN = f"FROM {RecommendationLog._meta.db_table} l, unnest(l.sources) source WHERE"
-_OPENED = (
-    f"FROM {RecommendationLog._meta.db_table} l JOIN {Event._meta.db_table} e ON e.rec_id = l.rec_id "
-    "AND e.product_id = ANY(l.products) WHERE e.type IN ('click', 'view', 'cart', 'purchase') AND"
-)
+_LOG, _EVENT = RecommendationLog._meta.db_table, Event._meta.db_table
+_OPENS = "e.rec_id = l.rec_id AND e.product_id = ANY(l.products) AND e.type IN ('click', 'view', 'cart', 'purchase')"
 _BY_SOURCE = "GROUP BY GROUPING SETS ((l.model_version, source), (source), (l.model_version), ())"
-_BY_ARM = "AND l.kind = 'for_you' AND l.arm <> '' GROUP BY l.arm"
+_WINDOW = "l.created_at >= %s AND l.created_at < %s"
 
 
-def rec_sql(*, clicks: bool, by_arm: bool = False) -> str:
-    """The SQL counting items shown (or, with ``clicks``, attributed clicks: distinct items of an answer
-    that a later event echoing its rec_id opened) in ``[%s, %s)``: per (version, source), per source,
-    per version and in all; or, ``by_arm``, per A/B arm over the for-you answers of a test (version NULL)."""
-    count = "count(DISTINCT (l.id, e.product_id))" if clicks else "count(*)"
-    source = "l.sources[array_position(l.products, e.product_id)] AS source" if clicks else "source"
-    keys, grouping = ("NULL, l.arm", _BY_ARM) if by_arm else (f"l.model_version, {source}", _BY_SOURCE)
-    return f"SELECT {keys}, {count} {_OPENED if clicks else _SHOWN} l.created_at >= %s AND l.created_at < %s {grouping}"
+def rec_sql(*, clicks: bool) -> str:
+    """The SQL counting items shown in ``[%s, %s)`` (or, with ``clicks``, attributed clicks: distinct items
+    of an answer that a later event echoing its rec_id opened): per (version, source), per source,
+    per version and in all."""
+    if clicks:
+        return (
+            "SELECT l.model_version, l.sources[array_position(l.products, e.product_id)] AS source, "
+            f"count(DISTINCT (l.id, e.product_id)) FROM {_LOG} l JOIN {_EVENT} e ON {_OPENS} "
+            f"WHERE {_WINDOW} {_BY_SOURCE}"
+        )
+    return (
+        f"SELECT l.model_version, source, count(*) FROM {_LOG} l, unnest(l.sources) source WHERE {_WINDOW} {_BY_SOURCE}"
+    )
+
+
+# per A/B arm: for-you answers of a test, and how many of them had an attributed click
+_AB_SQL = (
+    f"SELECT l.arm, count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {_EVENT} e WHERE {_OPENS})) "
+    f"FROM {_LOG} l WHERE {_WINDOW} AND l.kind = 'for_you' AND l.arm <> '' GROUP BY l.arm"
+)
 
 
 def _rec_counts(sql: str, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
@@ -178,16 +187,20 @@ def rec_clicks(start: datetime, end: datetime) -> list[Row]:
     return [(v, s, float(n), n) for (v, s), n in _rec_counts(rec_sql(clicks=True), start, end).items()]
 
 
-def rec_ctr(start: datetime, end: datetime, *, by_arm: bool = False) -> list[Row]:
+def rec_ctr(start: datetime, end: datetime) -> list[Row]:
     """Attributed clicks per item shown (a click is any later event that echoes the rec_id for that item)."""
-    clicks = _rec_counts(rec_sql(clicks=True, by_arm=by_arm), start, end)
-    shown = _rec_counts(rec_sql(clicks=False, by_arm=by_arm), start, end)
-    return [(v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in shown.items()]
+    clicks = _rec_counts(rec_sql(clicks=True), start, end)
+    return [
+        (v, s, clicks.get((v, s), 0) / n, n) for (v, s), n in _rec_counts(rec_sql(clicks=False), start, end).items()
+    ]
 
 
 def rec_ab_ctr(start: datetime, end: datetime) -> list[Row]:
-    """CTR of the items shown in for-you answers, per A/B arm of a running test."""
-    return rec_ctr(start, end, by_arm=True)
+    """Share of for-you answers with an attributed click, per A/B arm of a running test: the answer is the
+    unit (its items are shown together, so counting items would make the arm's interval too narrow)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_AB_SQL, [start, end])
+        return [(ALL, arm, clicked / n, n) for arm, n, clicked in cursor.fetchall()]
 
 
 def rec_fallback(start: datetime, end: datetime) -> list[Row]:
@@ -301,7 +314,7 @@ METRICS: dict[str, Metric] = {
         Metric("recommend.impressions", "Items shown in recommendation answers.", "count", rec_impressions, "source"),
         Metric("recommend.clicks", "Shown items opened (an event echoing the answer's rec_id).", "count", rec_clicks, "source"),
         Metric("recommend.ctr", "Clicks per item shown.", "ratio", rec_ctr, "source"),
-        Metric("recommend.ab_ctr", "For-you clicks per item shown, per A/B arm.", "ratio", rec_ab_ctr, "arm", versioned=False, totalled=False),
+        Metric("recommend.ab_ctr", "Share of for-you answers with a click, per A/B arm.", "ratio", rec_ab_ctr, "arm", versioned=False, totalled=False),
         Metric("recommend.fallback_rate", "Share of for-you answers that fell back to popular items.", "ratio", rec_fallback, "fallback", versioned=False),
         Metric("chatbot.messages", "Messages classified.", "count", lambda s, e: counted(chat_value(Count("pk"))(s, e))),
         Metric("chatbot.out_of_scope_rate", "Share of messages out of scope.", "ratio", chat_value(share(Q(outcome=Message.Outcome.OUT_OF_SCOPE)))),

@@ -120,17 +120,23 @@ def test_the_report_gives_each_arm_its_rate_and_interval(staff_client, two_recom
     shown(control.name, "A", 200, 20, product)
     shown(challenger.name, "B", 200, 50, product)
     shown(control.name, "", 300, 200, product)  # similar items, or a for-you outside the test: not in the report
+    other = Event.objects.exclude(product=product).first().product
+    two = RecommendationLog.objects.create(kind="for_you", model_version=challenger.name, arm="B",
+                                           products=[product.pk, other.pk], sources=["model", "model"])  # fmt: skip
+    for i, item in enumerate((product, other)):  # both items of one answer opened: one answer with a click
+        Event.objects.create(product=item, type="click", timestamp=timezone.now(), client_event_id=f"two-{i}",
+                             rec_id=two.rec_id)  # fmt: skip
     RecommendationLog.objects.create(
         kind="similar", model_version=control.name, products=[product.pk], sources=["model"]
     )
     monitoring.refresh()
     result = report(experiment)
     a, b = result["arms"]
-    assert (a["rate"], a["n"], b["rate"], b["n"]) == (0.1, 200, 0.25, 200)
+    assert (a["rate"], a["n"], b["rate"], b["n"]) == (0.1, 200, 51 / 201, 201)
     assert (a["low"], a["high"]) == pytest.approx(wilson(20, 200)) and a["low"] < 0.1 < a["high"]
     assert 0 < result["difference"]["low"] < 0.15 < result["difference"]["high"]
     body = staff_client.get("/api/v1/metrics/experiments").json()
-    assert body["results"][0]["report"]["arms"][1]["rate"] == 0.25
+    assert body["results"][0]["report"]["arms"][1]["rate"] == pytest.approx(51 / 201)
 
 
 def test_the_experiment_page_promotes_in_one_click(admin_client, two_recommenders):
