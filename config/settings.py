@@ -219,6 +219,10 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 TRAINING_REAP_INTERVAL = env_int("TRAINING_REAP_INTERVAL", 60)
 # ... and the online metrics' refresh (the current and previous hour and day, then the alert rules).
 METRICS_REFRESH_SECONDS = env_int("METRICS_REFRESH_SECONDS", 60)
+# Days the refresh keeps hourly metric rows (daily ones stay) and recommendation answer logs (kept to
+# attribute later clicks; nothing trains on them); 0 keeps them for ever.
+METRICS_HOURLY_RETENTION_DAYS = env_int("METRICS_HOURLY_RETENTION_DAYS", 35)
+RECOMMENDATION_LOG_RETENTION_DAYS = env_int("RECOMMENDATION_LOG_RETENTION_DAYS", 35)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-jobs": {"task": "backbone.reap_stale_jobs", "schedule": float(TRAINING_REAP_INTERVAL)},
     "refresh-online-metrics": {"task": "monitoring.refresh", "schedule": float(METRICS_REFRESH_SECONDS)},

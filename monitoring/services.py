@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from monitoring import metrics
 from monitoring.models import Alert, AlertRule, MetricValue
+from recommend.models import RecommendationLog
 
 logger = logging.getLogger(__name__)
 SPAN = {MetricValue.Granularity.HOUR: timedelta(hours=1), MetricValue.Granularity.DAY: timedelta(days=1)}
@@ -71,9 +72,22 @@ def refresh(*, now: datetime | None = None) -> dict[str, int]:
             for granularity, span in SPAN.items():
                 for moment in (now - span, now):
                     stored += compute_period(granularity=granularity, start=moment)
-            return {"rows": stored, **check_rules(now=now)}
+            return {"rows": stored, **prune(now=now), **check_rules(now=now)}
         finally:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [REFRESH_LOCK])
+
+
+def prune(*, now: datetime) -> dict[str, int]:
+    """Delete hourly metric rows older than ``METRICS_HOURLY_RETENTION_DAYS`` and recommendation logs older
+    than ``RECOMMENDATION_LOG_RETENTION_DAYS`` (0: keep); return how many of each went."""
+    pruned = {}
+    for name, queryset, field, days in (
+        ("pruned_hourly", MetricValue.objects.filter(granularity=MetricValue.Granularity.HOUR), "start",
+         settings.METRICS_HOURLY_RETENTION_DAYS),
+        ("pruned_rec_logs", RecommendationLog.objects.all(), "created_at", settings.RECOMMENDATION_LOG_RETENTION_DAYS),
+    ):  # fmt: skip
+        pruned[name] = queryset.filter(**{f"{field}__lt": now - timedelta(days=days)}).delete()[0] if days > 0 else 0
+    return pruned
 
 
 def backfill(*, since: datetime, until: datetime, granularity: str, progress=None) -> int:

@@ -13,6 +13,7 @@ from catalog.models import Event
 from chatbot.models import Conversation, Intent, Message
 from monitoring import metrics, services
 from monitoring.models import MetricValue
+from recommend.models import RecommendationLog
 from search.models import SearchClick, SearchQueryLog
 from tests.ads.conftest import AdFactory, AdSlotFactory
 from tests.factories import EventFactory, ProductFactory
@@ -149,6 +150,22 @@ def test_refresh_computes_the_current_and_previous_hour_and_day():
     assert counts["rows"] == MetricValue.objects.count()
     hours = set(MetricValue.objects.filter(granularity="hour").values_list("start", flat=True))
     assert hours == {HOUR, HOUR + timedelta(hours=1)}
+
+
+def test_refresh_prunes_old_hourly_rows_and_answer_logs_and_keeps_daily_rows(settings):
+    settings.METRICS_HOURLY_RETENTION_DAYS = settings.RECOMMENDATION_LOG_RETENTION_DAYS = 30
+    now = HOUR + timedelta(days=40)
+    for granularity, start in (("hour", HOUR), ("day", HOUR), ("hour", now - timedelta(days=29))):
+        MetricValue.objects.create(metric="search.queries", granularity=granularity, start=start, value=1, count=1)
+    old, recent = (at(moment, RecommendationLog, kind="popular") for moment in (HOUR, now - timedelta(days=29)))
+    counts = services.refresh(now=now)
+    assert (counts["pruned_hourly"], counts["pruned_rec_logs"]) == (1, 1)
+    assert not MetricValue.objects.filter(granularity="hour", start=HOUR).exists()
+    assert MetricValue.objects.filter(granularity="day", start=HOUR).exists()
+    assert list(RecommendationLog.objects.values_list("pk", flat=True)) == [recent.pk]
+    settings.METRICS_HOURLY_RETENTION_DAYS = 0
+    MetricValue.objects.create(metric="search.queries", granularity="hour", start=HOUR, value=1, count=1)
+    assert services.refresh(now=now)["pruned_hourly"] == 0
 
 
 def test_each_metric_has_the_rows_its_definition_declares(storefront_client):
