@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -79,13 +80,16 @@ class SearchResult:
 
 _LOADED_RANKERS: dict[int, ml.Ranker | None] = {}
 _RANKER_LOCK = threading.Lock()
+QUERY_VECTORS_KEPT = 4096  # per process, newest used: popular queries repeat (1.5 kB each)
+_QUERY_VECTORS: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
 
 def reset_caches() -> None:
-    """Forget the per-process vocabulary and loaded rankers (tests; after swapping model files)."""
+    """Forget the per-process vocabulary, loaded rankers and query vectors (tests; after swapping model files)."""
     reset_vocabulary()
     with _RANKER_LOCK:
         _LOADED_RANKERS.clear()
+        _QUERY_VECTORS.clear()
 
 
 def serving_ranker(version) -> ml.Ranker | None:
@@ -170,13 +174,28 @@ def get_active_version():
 
 
 def encode_query(text: str) -> tuple[Any, np.ndarray | None]:
-    """Return (active version, query vector); the vector is None when the text is blank."""
+    """Return (active version, query vector); the vector is None when the text is blank.
+
+    Vectors are kept per (version, text), the last QUERY_VECTORS_KEPT used (read-only arrays).
+    """
     from backbone.services import active_encoder
 
     version, encoder = active_encoder()
     if not text.strip():
         return version, None
-    return version, encoder.encode([text])[0]
+    key = (version.pk, text)
+    with _RANKER_LOCK:
+        vector = _QUERY_VECTORS.get(key)
+        if vector is not None:
+            _QUERY_VECTORS.move_to_end(key)
+            return version, vector
+    vector = encoder.encode([text])[0]
+    vector.setflags(write=False)
+    with _RANKER_LOCK:
+        _QUERY_VECTORS[key] = vector
+        while len(_QUERY_VECTORS) > QUERY_VECTORS_KEPT:
+            _QUERY_VECTORS.popitem(last=False)
+    return version, vector
 
 
 # --- search -----------------------------------------------------------------------------------

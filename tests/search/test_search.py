@@ -151,3 +151,13 @@ def test_half_inch_query_matches_the_half_inch_lexeme_of_titles(catalogue):
     ProductFactory(title="PVC pipe 1/2 in. x 10 ft.", brand="Charlotte", category_path="plumbing")
     result = services.search_products(query="1/2 pipe")
     assert result.hits[0].title == "PVC pipe 1/2 in. x 10 ft."
+
+
+def test_a_repeated_query_reuses_its_vector_per_backbone_version(catalogue):
+    version, first = services.encode_query("cordless drill")
+    again = services.encode_query("cordless drill")[1]
+    assert again is first and not first.flags.writeable
+    assert services.encode_query("hammer")[1] is not first
+    services.reset_caches()
+    fresh = services.encode_query("cordless drill")[1]
+    assert fresh is not first and np.allclose(fresh, first, atol=1e-6)
