@@ -9,7 +9,7 @@ class RecommendConfig(AppConfig):
 
     def ready(self) -> None:
         from backbone import registry
-        from recommend import datasets, evaluation, services, training
+        from recommend import datasets, evaluation, training
         from recommend.models import RecommenderModel
 
         # the shared data's own holdout rule, by time: --test-fraction and --seed are ignored
@@ -32,8 +32,9 @@ class RecommendConfig(AppConfig):
                 app="recommend",
                 tasks=(),
                 fine_tunes=False,
-                data=services.training_summary,
-                fit=services.fit,
+                data=training.training_summary,
+                fit=training.fit,
+                validate=training.validate_version,
                 model=RecommenderModel,  # A/B tests: a challenger recommender for some customers
             )
         )

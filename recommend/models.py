@@ -18,7 +18,7 @@ class RecommenderModel(TrainedModel):
     """One trained recommender (``recommend.ml.RankedHybridModel``): a folder under
     ``MODELS_DIR/recommend/`` with the lifecycle every trained artifact shares.
 
-    Trained by ``manage.py train recommend`` (a training job, ``recommend.services.fit``); at most
+    Trained by ``manage.py train recommend`` (a training job, ``recommend.training.fit``); at most
     one is active, and ``backbone.lifecycle`` activates and rolls back.
     """
 

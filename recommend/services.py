@@ -1,6 +1,5 @@
-"""Recommendation operations: training the served recommender (what ``manage.py train recommend``
-runs through :func:`fit`), and serving "for you", "similar", "bought together" and "popular" from
-the active model plus the customer's newest events.
+"""Recommendation serving: "for you", "similar", "bought together" and "popular" from the active
+model plus the customer's newest events (training it: :mod:`recommend.training`).
 
 Serving reads the customer's latest events from the database at request time, so a new event
 changes the next answer without a retrain. The model knows the products that had events when it
@@ -12,22 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db.models import Count, Max, Q
 from pgvector.django import CosineDistance
 
 from backbone import errors, experiments, lifecycle
-from backbone.models import ModelVersion
 from catalog.models import Customer, Event, Product, ProductEmbedding
 from recommend import ml
 from recommend.models import RecommendationLog, RecommenderModel, RepeatPolicy
@@ -92,103 +87,6 @@ def unknown_parameters(parameters: dict[str, Any]) -> list[str]:
     return sorted(set(parameters) - PARAMETERS)
 
 
-def training_summary() -> str:
-    """What the recommender would train on, in one line ("" when no customer has events): the
-    ``data`` of the app trainer."""
-    events = Event.objects.filter(customer__isnull=False).exclude(type__in=IGNORED)
-    if not events.exists():
-        return ""
-    return f"{events.count()} events of {events.values('customer_id').distinct().count()} customers"
-
-
-def load_training_data(*, version: ModelVersion) -> tuple[ml.TrainSet, list[int], int]:
-    """Read every identified customer's events (returns ignored) and the anonymous sessions into a
-    TrainSet of the products with events, keyed by SKU, with ``version``'s product embeddings.
-
-    Returns (train set, product id per item, events read).
-    """
-    rows = (
-        Event.objects.exclude(type__in=IGNORED)
-        .order_by()
-        .values_list("customer__external_id", "product__sku", "timestamp", "session")
-    )
-    events, sessions, n_events = [], {}, 0
-    for customer, sku, timestamp, session in rows.iterator(chunk_size=20000):
-        n_events += 1
-        if customer is not None:
-            events.append((customer, sku, timestamp.timestamp()))
-        elif session:
-            sessions.setdefault(session, set()).add(sku)
-    train, _ = ml.build_train_set(events, sessions.values())
-    ids = dict(Product.objects.filter(sku__in=train.items).values_list("sku", "id"))
-    product_ids = [ids[sku] for sku in train.items]
-    train.item_vectors = product_vectors(version=version, product_ids=product_ids)
-    return train, product_ids, n_events
-
-
-def product_vectors(*, version: ModelVersion, product_ids: list[int]) -> np.ndarray | None:
-    """Return ``version``'s embeddings of these products (zeros where missing), or None if it has none."""
-    position = {pid: i for i, pid in enumerate(product_ids)}
-    vectors = None
-    rows = ProductEmbedding.objects.filter(version=version, product_id__in=product_ids).values_list(
-        "product_id", "embedding"
-    )
-    for pid, vector in rows.iterator(chunk_size=2000):
-        if vectors is None:
-            vectors = np.zeros((len(product_ids), len(vector)), dtype=np.float32)
-        vectors[position[pid]] = np.asarray(vector, dtype=np.float32)
-    return vectors
-
-
-def fit(
-    *,
-    version: ModelVersion,
-    parameters: dict[str, Any] | None = None,
-    job_id: int | None = None,
-    progress: Callable[[float, str], None] | None = None,
-) -> RecommenderModel:
-    """Train the served recommender (:func:`recommend.ml.fit_recommender`) on the events in the
-    database and ``version``'s product embeddings; return its row, ready to activate.
-
-    The app trainer's ``fit``: the training job activates the row with the backbone version.
-    Keys of ``parameters`` that are not :class:`~recommend.ml.HybridConfig` fields (or ``seed``)
-    are ignored. Side effects: a RecommenderModel row and a folder under ``MODELS_DIR/recommend/``.
-    Raises RecommendError when no customer has events; on any failure the row is marked failed
-    (with the error) and the exception goes on to the job.
-    """
-    progress = progress or (lambda fraction, message: None)
-    params = {k: v for k, v in (parameters or {}).items() if k in PARAMETERS}
-    row = lifecycle.create_queued(RecommenderModel, prefix="rec", parameters=params, training_job_id=job_id)
-    lifecycle.claim(RecommenderModel, pk=row.pk)
-    started = time.monotonic()
-    try:
-        train, product_ids, n_events = load_training_data(version=version)
-        if not any(len(h.items) for h in train.histories):
-            raise RecommendError("no customer events to train on")
-        line = f"{n_events} events, {len(train.histories)} customers, {train.n_items} products with events"
-        lifecycle.append_log(RecommenderModel, pk=row.pk, line=line)
-        progress(0.05, f"recommender: {line}")
-        model = ml.fit_recommender(train, params, progress=lambda f, m: progress(0.05 + 0.9 * f, f"recommender: {m}"))
-        folder = Path(settings.MODELS_DIR) / "recommend" / row.name
-        model.save(folder)
-        (folder / "items.json").write_text(json.dumps(product_ids))
-        metrics = {
-            "seconds": round(time.monotonic() - started, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "rankers": len(model.boosters),
-            "backbone": version.name,
-            "with_text": train.item_vectors is not None,
-        }
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    except Exception as exc:
-        logger.exception("training recommender %s failed", row.name)
-        lifecycle.fail(RecommenderModel, pk=row.pk, error=f"{type(exc).__name__}: {exc}")
-        raise
-    lifecycle.append_log(RecommenderModel, pk=row.pk, line=f"trained in {metrics['seconds']}s")
-    counts = {"n_items": train.n_items, "n_customers": len(train.histories), "n_events": n_events}
-    return lifecycle.succeed(RecommenderModel, pk=row.pk, path=str(folder), metrics=metrics, **counts)
-
-
 # --- serving --------------------------------------------------------------------------------
 
 
@@ -203,7 +101,7 @@ def served_model() -> ServedModel | None:
             _CACHE.update(model_id=None, served=None, checked_at=now)
             return None
         if _CACHE["model_id"] != row.pk:
-            _CACHE.update(model_id=row.pk, served=_load(row))
+            _CACHE.update(model_id=row.pk, served=load_served(row))
         _CACHE["checked_at"] = now
         return _CACHE["served"]
 
@@ -217,13 +115,13 @@ def serving_for(customer: str) -> tuple[ServedModel | None, str | None]:
     with _LOCK:
         if _CACHE.get("challenger_id") == challenger.pk:
             return _CACHE["challenger"], arm
-    loaded = _load(challenger)  # outside the lock: the process keeps serving while it loads
+    loaded = load_served(challenger)  # outside the lock: the process keeps serving while it loads
     with _LOCK:
         _CACHE.update(challenger_id=challenger.pk, challenger=loaded)
     return loaded, arm
 
 
-def _load(row: RecommenderModel) -> ServedModel | None:
+def load_served(row: RecommenderModel) -> ServedModel | None:
     """Load a recommender row's folder for serving (None, logged, for a kind no longer served)."""
     folder = Path(row.path)
     model = ml.load_model(folder)
@@ -383,13 +281,21 @@ def recommend_for_customer(*, external_id: str, k: int, category: str | None = N
         else:
             reason = "no_model"
         return {**answer, "fallback": reason, "items": popular_products(k=k, category=category)}
-    consumed = consumed_products(external_id=external_id)
+    items = answer_items(served, events, consumed_products(external_id=external_id), k=k, category=category)
+    return {**answer, "fallback": None, "items": items}
+
+
+def answer_items(
+    served: ServedModel, events, consumed: set[int], *, k: int, category: str | None = None
+) -> list[Recommendation]:
+    """The for-you items for a customer's ``events`` (newest first) and ``consumed`` products: the model's,
+    new products like the history's, then popular ones."""
     items = _model_items(served, events, consumed, k=k, category=category)
     items = _with_new_products(items, events, k=k, category=category, served=served, exclude=consumed)
     if len(items) < k:
         seen = {r.product.pk for r in items} | consumed
         items += popular_products(k=k - len(items), category=category, exclude=seen)
-    return {**answer, "fallback": None, "items": items[:k]}
+    return items[:k]
 
 
 def _ranked_positions(

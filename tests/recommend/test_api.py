@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from backbone.models import TrainingJob
 from catalog.models import Event, Product
-from recommend import services
+from recommend import services, training
 from recommend.models import RecommenderModel, RepeatPolicy
 from tests.factories import EventFactory, ProductFactory
 from tests.recommend.conftest import T0, train_through_a_job
@@ -254,7 +254,7 @@ def test_a_training_without_events_fails_visibly_and_keeps_nothing_serving(db, s
     settings.MODELS_DIR = tmp_path / "models"
     services.reset_serving_cache()
     with pytest.raises(services.RecommendError, match="no customer events"):
-        services.fit(version=get_active_version(), parameters={})
+        training.fit(version=get_active_version(), parameters={})
     row = RecommenderModel.objects.get()
     assert row.state == RecommenderModel.State.FAILED and "no customer events" in row.error
     assert services.served_model() is None

@@ -16,7 +16,7 @@ from django.urls import reverse
 from backbone.models import TrainingJob
 from backbone.services import get_active_version
 from catalog.models import Customer, Event, Product
-from recommend import evaluation, ml, services
+from recommend import evaluation, ml, services, training
 from recommend.models import RecommenderModel
 from tests.recommend.conftest import QUICK, T0, train_through_a_job
 
@@ -42,7 +42,7 @@ def test_a_catalogue_of_many_products_without_events_trains_on_the_products_with
         for step, p in enumerate(rng.sample(bought[(n % 3) * 100 : (n % 3 + 1) * 100], 8))
     ]
     Event.objects.bulk_create(events)
-    row = services.fit(version=get_active_version(), parameters={"bags": 1})
+    row = training.fit(version=get_active_version(), parameters={"bags": 1})
     assert row.state == RecommenderModel.State.READY
     touched = {e.product_id for e in events}
     assert row.n_items == len(touched) and row.n_customers == 240
