@@ -228,7 +228,7 @@ def fit(
     lifecycle.claim(RecommenderModel, pk=row.pk)
     started = time.monotonic()
     try:
-        held_out = [event for event, _ in held_out_events().values()] if parameters.get("gate") else []
+        held_out = [event for event, _ in held_out_events().values()] if (parameters or {}).get("gate") else []
         train, product_ids, n_events, newest = load_training_data(version=version, held_out=held_out)
         if not any(len(h.items) for h in train.histories):
             raise services.RecommendError("no customer events to train on")
