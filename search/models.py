@@ -3,7 +3,7 @@ and the learned rankers trained on them."""
 
 from __future__ import annotations
 
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, GistIndex
 from django.db import models
 
 from backbone.models import TrainedModel
@@ -63,6 +63,8 @@ class SearchQueryLog(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             GinIndex(name="search_log_normalized_trgm", fields=["normalized"], opclasses=["gin_trgm_ops"]),
+            # suggestions: the nearest past queries by word similarity (an ordered index scan, ``<<->``)
+            GistIndex(name="search_log_normalized_gist", fields=["normalized"], opclasses=["gist_trgm_ops"]),
             models.Index(fields=["result_count", "-created_at"], name="search_log_zero_results"),
         ]
 

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 MAX_RESULTS = 250
+SIMILAR_CHARS = 64  # of a suggest input, matched by trigram similarity (the whole of it by prefix)
 SORTS = ("relevance", "price_asc", "price_desc", "newest")
 MODES = ("hybrid", "lexical")
 PRICE_BUCKETS = (0, 10, 25, 50, 100, 250, 500, 1000)
@@ -400,7 +401,9 @@ def suggest(*, query: str, limit: int = 8) -> list[dict[str, Any]]:
     """Return autocomplete suggestions: popular past queries, then product titles; typo-tolerant.
 
     A suggestion matches when it starts with the (corrected) text or contains a close trigram
-    match of it (``word_similarity`` >= 0.5).
+    match of its first SIMILAR_CHARS characters (``word_similarity`` >= 0.5), found among the
+    nearest rows by a GiST index scan (:func:`nearest_texts`): the cost of a request does not grow
+    with how many titles or past queries a short input matches. Titles: :func:`title_suggestions`.
     """
     text = normalize_query(query)
     if not text:
@@ -408,23 +411,54 @@ def suggest(*, query: str, limit: int = 8) -> list[dict[str, Any]]:
     corrector, _ = catalogue_vocabulary()
     corrected = corrector.correct(text) or text
     prefix = corrected.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = %s", [TRIGRAM_THRESHOLD])
+    similar = [text[:SIMILAR_CHARS], corrected[:SIMILAR_CHARS]]  # a trigram distance costs its text's length
+    with connection.cursor() as cursor:
+        nearest = nearest_texts(cursor, table="search_searchquerylog", column="normalized", texts=similar)
         cursor.execute(
             """SELECT normalized, count(*) AS n FROM search_searchquerylog
-               WHERE result_count > 0 AND (normalized LIKE %s OR %s <%% normalized OR %s <%% normalized)
+               WHERE result_count > 0 AND (normalized LIKE %s OR normalized = ANY(%s))
                GROUP BY normalized ORDER BY n DESC, normalized LIMIT %s""",
-            [prefix, text, corrected, limit],
+            [prefix, list(nearest), limit],
         )
         queries = [{"text": value, "kind": "query", "sku": None, "searches": n} for value, n in cursor.fetchall()]
-        cursor.execute(
-            f"""SELECT p.sku, p.title FROM catalog_product p
-                WHERE {PRODUCT_TRIGRAM_TEXT} LIKE %s OR %s <% {PRODUCT_TRIGRAM_TEXT} OR %s <% {PRODUCT_TRIGRAM_TEXT}
-                ORDER BY {PRODUCT_TRIGRAM_TEXT} LIKE %s DESC,
-                         greatest(word_similarity(%s, {PRODUCT_TRIGRAM_TEXT}), word_similarity(%s, {PRODUCT_TRIGRAM_TEXT})) DESC,
-                         p.id
-                LIMIT %s""".replace("<%", "<%%"),
-            [prefix, text, corrected, prefix, text, corrected, limit],
-        )
-        products = [{"text": title, "kind": "product", "sku": sku, "searches": 0} for sku, title in cursor.fetchall()]
+        products = [
+            {"text": title, "kind": "product", "sku": sku, "searches": 0}
+            for sku, title in title_suggestions(cursor, prefix=prefix, texts=similar, limit=limit)
+        ]
     return (queries + products)[:limit]
+
+
+def title_suggestions(cursor, *, prefix: str, texts: list[str], limit: int) -> list[tuple[str, str]]:
+    """(sku, title) of up to ``limit`` products: titles that start with ``prefix`` (a LIKE pattern), then
+    the titles nearest to any of ``texts`` by word similarity, if at least TRIGRAM_THRESHOLD.
+
+    Each text's nearest titles come from a GiST index scan ordered by ``<<->`` (migration 0007), which
+    reads about ``limit`` rows however many titles a short input matches."""
+    cursor.execute(
+        f"SELECT p.sku, p.title FROM catalog_product p WHERE {PRODUCT_TRIGRAM_TEXT} LIKE %s ORDER BY p.id LIMIT %s",
+        [prefix, limit],
+    )
+    found = dict(cursor.fetchall())
+    titles = nearest_texts(cursor, table="catalog_product p", column=PRODUCT_TRIGRAM_TEXT, texts=texts, limit=limit,
+                           extra="p.sku, p.title")  # fmt: skip
+    for _, sku, title in titles.values():
+        found.setdefault(sku, title)
+    return list(found.items())[:limit]
+
+
+def nearest_texts(
+    cursor, *, table: str, column: str, texts: list[str], limit: int = 50, extra: str = "NULL, NULL"
+) -> dict[str, tuple]:
+    """{value of ``column``: (similarity, *extra columns)} of the ``limit`` rows of ``table`` nearest to each
+    of ``texts`` by word similarity (a GiST index scan ordered by ``<<->``), kept if at least
+    TRIGRAM_THRESHOLD; most similar first."""
+    nearest: dict[str, tuple] = {}
+    for text in dict.fromkeys(texts):
+        cursor.execute(
+            f"SELECT {column}, word_similarity(%s, {column}), {extra} FROM {table} ORDER BY %s <<-> {column} LIMIT %s",
+            [text, text, limit],
+        )
+        for value, similarity, *rest in cursor.fetchall():
+            if similarity >= TRIGRAM_THRESHOLD and similarity > nearest.get(value, (-1.0,))[0]:
+                nearest[value] = (similarity, *rest)
+    return dict(sorted(nearest.items(), key=lambda item: (-item[1][0], item[0])))

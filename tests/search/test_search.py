@@ -103,7 +103,19 @@ def test_live_queries_use_the_search_indexes(catalogue):
         assert "search_product_fts" in " ".join(row[0] for row in cursor.fetchall())
         cursor.execute(f"EXPLAIN SELECT p.id FROM catalog_product p WHERE 'drill' <% {retrieval.PRODUCT_TRIGRAM_TEXT}")
         assert "search_product_title_trgm" in " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute(  # suggestions: the nearest titles by word similarity, an ordered GiST scan
+            f"EXPLAIN SELECT p.id FROM catalog_product p ORDER BY 'dril' <<-> {retrieval.PRODUCT_TRIGRAM_TEXT} LIMIT 8"
+        )
+        assert "Index Scan using search_product_title_trgm_gist" in " ".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
+
+
+def test_title_suggestions_put_prefix_matches_first_then_the_most_similar_above_the_threshold(catalogue):
+    with connection.cursor() as cursor:
+        found = services.title_suggestions(cursor, prefix="cordless%", texts=["cordles", "drill"], limit=5)
+        nothing = services.title_suggestions(cursor, prefix="qqqq%", texts=["qqqq"], limit=5)
+    assert [title for _, title in found] == ["Cordless drill driver 18V", "Hammer drill with case"]
+    assert nothing == []
 
 
 def test_each_search_is_logged_and_clicks_join_it(catalogue):
