@@ -83,6 +83,7 @@ _LOADED_RANKERS: dict[int, ml.Ranker | None] = {}
 _RANKER_LOCK = threading.Lock()
 QUERY_VECTORS_KEPT = 4096  # per process, newest used: popular queries repeat (1.5 kB each)
 _QUERY_VECTORS: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+_VECTORS_LOCK = threading.Lock()
 
 
 def reset_caches() -> None:
@@ -90,6 +91,7 @@ def reset_caches() -> None:
     reset_vocabulary()
     with _RANKER_LOCK:
         _LOADED_RANKERS.clear()
+    with _VECTORS_LOCK:
         _QUERY_VECTORS.clear()
 
 
@@ -185,14 +187,14 @@ def encode_query(text: str) -> tuple[Any, np.ndarray | None]:
     if not text.strip():
         return version, None
     key = (version.pk, text)
-    with _RANKER_LOCK:
+    with _VECTORS_LOCK:
         vector = _QUERY_VECTORS.get(key)
         if vector is not None:
             _QUERY_VECTORS.move_to_end(key)
             return version, vector
     vector = encoder.encode([text])[0]
     vector.setflags(write=False)
-    with _RANKER_LOCK:
+    with _VECTORS_LOCK:
         _QUERY_VECTORS[key] = vector
         while len(_QUERY_VECTORS) > QUERY_VECTORS_KEPT:
             _QUERY_VECTORS.popitem(last=False)
@@ -439,15 +441,16 @@ def title_suggestions(cursor, *, prefix: str, texts: list[str], limit: int) -> l
         [prefix, limit],
     )
     found = dict(cursor.fetchall())
-    titles = nearest_texts(cursor, table="catalog_product p", column=PRODUCT_TRIGRAM_TEXT, texts=texts, limit=limit,
-                           extra="p.sku, p.title")  # fmt: skip
+    titles = nearest_texts(
+        cursor, table="catalog_product p", column=PRODUCT_TRIGRAM_TEXT, texts=texts, limit=limit, extra="p.sku, p.title"
+    )
     for _, sku, title in titles.values():
         found.setdefault(sku, title)
     return list(found.items())[:limit]
 
 
 def nearest_texts(
-    cursor, *, table: str, column: str, texts: list[str], limit: int = 50, extra: str = "NULL, NULL"
+    cursor, *, table: str, column: str, texts: list[str], limit: int = 50, extra: str = ""
 ) -> dict[str, tuple]:
     """{value of ``column``: (similarity, *extra columns)} of the ``limit`` rows of ``table`` nearest to each
     of ``texts`` by word similarity (a GiST index scan ordered by ``<<->``), kept if at least
@@ -455,7 +458,8 @@ def nearest_texts(
     nearest: dict[str, tuple] = {}
     for text in dict.fromkeys(texts):
         cursor.execute(
-            f"SELECT {column}, word_similarity(%s, {column}), {extra} FROM {table} ORDER BY %s <<-> {column} LIMIT %s",
+            f"SELECT {column}, word_similarity(%s, {column}){', ' + extra if extra else ''} FROM {table} "
+            f"ORDER BY %s <<-> {column} LIMIT %s",
             [text, text, limit],
         )
         for value, similarity, *rest in cursor.fetchall():

@@ -131,15 +131,20 @@ def validation_examples(judged: dict[str, dict[int, float]]) -> list[tuple[str, 
     return [(t, judged[t]) for t in held_out[:VALIDATION_LIMIT]]
 
 
-def ranker_examples(parameters: dict[str, Any]) -> tuple[list[tuple[str, dict[int, float]]], int]:
-    """Return the ranker's training (query text, judgements), typo'd copies included, and how many copies.
+Examples = list[tuple[str, dict[int, float]]]
 
-    A seeded sample of the ranker side's queries that are not held out (:func:`validation_examples`).
+
+def ranker_examples(parameters: dict[str, Any]) -> tuple[Examples, Examples, int]:
+    """Return the ranker's training (query text, judgements), typo'd copies included, the held-out ones
+    (:func:`validation_examples`), and how many typo'd copies.
+
+    The training ones are a seeded sample of the ranker side's queries that are not held out.
     """
     rng = random.Random(parameters.get("seed", 7))
     judged = judged_queries()
     _, texts = split_queries(sorted(judged), option(parameters, "search_ranker_share"))
-    held_out = {t for t, _ in validation_examples(judged)}
+    validation = validation_examples(judged)
+    held_out = {t for t, _ in validation}
     texts = [t for t in texts if t not in held_out]
     rng.shuffle(texts)
     examples = [(t, judged[t]) for t in texts[: option(parameters, "search_ranker_queries")]]
@@ -149,13 +154,13 @@ def ranker_examples(parameters: dict[str, Any]) -> tuple[list[tuple[str, dict[in
     typos = [(ml.add_typo(text, rng), labels) for text, labels in examples if rng.random() < share]
     seen = {text for text, _ in examples} | held_out  # no typo'd copy that is a query already, or held out
     typos = [(text, labels) for text, labels in typos if text not in seen]
-    return examples + typos, len(typos)
+    return examples + typos, validation, len(typos)
 
 
 def ranker_features(
     version, examples: list[tuple[str, dict[int, float]]], progress: Progress
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Return features, relevances and the query text of each example with 2+ candidates, retrieved as search serves.
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return one (features, relevances) pair per example with 2+ candidates, retrieved as search serves.
 
     Uses backbone ``version``'s encoder and product embeddings (it need not be active).
     """
@@ -164,7 +169,7 @@ def ranker_features(
     retrieval.catalogue_vocabulary(refresh=True)
     prepared = [retrieval.correct_query(text) for text, _ in examples]
     vectors = version_encoder(version).encode([encoded for _, encoded in prepared])
-    features, relevances, kept = [], [], []
+    features, relevances = [], []
     with transaction.atomic(), connection.cursor() as cursor:
         for i, ((text, labels), (corrected, _), vector) in enumerate(zip(examples, prepared, vectors, strict=True)):
             retrieved = retrieval.retrieve(
@@ -174,10 +179,9 @@ def ranker_features(
             if len(retrieved.candidates) > 1:
                 features.append(retrieved.features)
                 relevances.append(np.array([labels.get(c.key, 0.0) for c in retrieved.candidates]))
-                kept.append(text)
             if i % 200 == 0:
                 progress(0.9 * i / len(examples), f"ranker features {i:,}/{len(examples):,}")
-    return features, relevances, kept
+    return features, relevances
 
 
 def held_out_ndcg(scores: list[np.ndarray], relevances: list[np.ndarray]) -> float:
@@ -196,8 +200,8 @@ def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tup
     The metrics hold the NDCG@10 of the ranker and of the untrained fusion on the held-out queries
     (:func:`validation_examples`; the early-stopping ones in a shop too small to hold any out).
     """
-    examples, typo_copies = ranker_examples(parameters)
-    features, relevances, _ = ranker_features(version, examples, progress)
+    examples, validation, typo_copies = ranker_examples(parameters)
+    features, relevances = ranker_features(version, examples, progress)
     order = list(range(len(features)))
     random.Random(parameters.get("seed", 7)).shuffle(order)
     n_valid = max(1, len(order) // 10)
@@ -211,7 +215,7 @@ def train_ranker(version, parameters: dict[str, Any], progress: Progress) -> tup
         rounds=option(parameters, "search_ranker_rounds"),
         seed=int(parameters.get("seed", 7)),
     )
-    held_out_features, held_out = ranker_features(version, validation_examples(judged_queries()), progress)[:2]
+    held_out_features, held_out = ranker_features(version, validation, progress)
     if not held_out_features:
         held_out_features, held_out = [features[i] for i in valid], [relevances[i] for i in valid]
     ranker.config.update(backbone_version=version.name, queries=len(features), typo_copies=typo_copies)
@@ -232,7 +236,7 @@ def validate_version(*, version, row: SearchRanker | None = None) -> tuple[str, 
     if row is None:
         active = lifecycle.active(SearchRanker)
         row = active if active is not None and active.backbone_version_id == version.pk else None
-    features, relevances, _ = ranker_features(version, examples, lambda fraction, message: None)
+    features, relevances = ranker_features(version, examples, lambda fraction, message: None)
     if len(features) < MIN_VALIDATION:
         return None
     ranker = ml.Ranker.load(Path(row.path)) if row is not None else None

@@ -205,7 +205,7 @@ def test_the_ranker_trains_on_none_of_the_held_out_queries_and_reports_its_score
     row = training.fit_ranker(
         version=tiny_active_version, parameters={"search_ranker_rounds": 20, "search_ranker_min_gain": -1.0}
     )
-    examples, _ = training.ranker_examples({})
+    examples, _, _ = training.ranker_examples({})
     held_out = [t for t, _ in training.validation_examples(training.judged_queries())]
     assert not {t for t, _ in examples} & set(held_out)
     assert row.metrics["held_out"]["queries"] == len(held_out) > 0
