@@ -107,8 +107,9 @@ def reset_cache() -> None:
 def end(experiment: Experiment, *, promote: bool) -> Experiment:
     """End a running experiment: promote the challenger (activated: it serves everyone) or keep the control.
     Promoting a void test (its control no longer serves) is a ValidationError: it may be stopped."""
-    if promote and void(experiment):
-        raise ValidationError(f"Not promoted: {void(experiment)}; stop this test and start a new one.")
+    reason = void(experiment) if promote else ""
+    if reason:
+        raise ValidationError(f"Not promoted: {reason}; stop this test and start a new one.")
     with transaction.atomic():
         if promote:
             row = model_of(experiment.app).objects.get(name=experiment.challenger)
