@@ -45,10 +45,12 @@ def choose_threshold(
     With out-of-scope examples: the threshold with the best out-of-scope recall whose in-scope
     accuracy is at most ``max_in_scope_drop`` below the accuracy without a threshold. Without
     them: the ``quantile`` of the top probability of in-scope messages (that share is answered out
-    of scope: the recipe's ``review_quantile``).
+    of scope: the recipe's ``review_quantile``); 0 (the recipe's default) is no threshold.
     """
     top, pred = probs.max(axis=1), probs.argmax(axis=1)
     if oos_index is None:
+        if quantile <= 0:
+            return 0.0
         # floored, not rounded: a threshold rounded up to 1.0 would send every saturated message out of scope
         return math.floor(float(np.quantile(top, quantile)) * 1e4) / 1e4
     in_scope = y != oos_index

@@ -82,7 +82,9 @@ RECIPE = {
     "label_smoothing": 0.1,
     "val_fraction": 0.05,
     "lexical_weight": LEXICAL_WEIGHT,
-    "review_quantile": 0.02,
+    # Without out-of-scope examples no threshold: on the dev split a 2% quantile answered 2.9% of
+    # in-scope messages out of scope, 37% of them with the right top label (bench/reports/chatbot-tuning.md).
+    "review_quantile": 0.0,
     "freeze_word_embeddings": True,
 }
 # The RECIPE keys that configure the intent task; the others configure the shared trainer.

@@ -193,6 +193,15 @@ def test_threshold_without_out_of_scope_examples_never_rounds_above_the_quantile
     assert t <= 0.99996
 
 
+def test_without_out_of_scope_examples_the_default_recipe_sends_no_message_out_of_scope():
+    from chatbot.ml import RECIPE
+
+    probs = np.array([[0.3, 0.25, 0.45], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33]])
+    t = choose_threshold(probs, np.array([2, 0, 0]), None, max_in_scope_drop=0.0, quantile=RECIPE["review_quantile"])
+    assert t == 0.0 and not (probs.max(axis=1) < t).any()
+    assert choose_threshold(probs, np.array([2, 0, 0]), None, max_in_scope_drop=0.0, quantile=0.5) > 0.33
+
+
 def test_a_validation_split_the_head_gets_all_right_keeps_the_temperature_at_one():
     y = np.arange(20) % 4
     logits = np.full((20, 4), -1.0)
