@@ -258,10 +258,10 @@ class Scorer:
     @staticmethod
     def load(row: CtrModelVersion) -> ServingModel:
         """A pCTR row loaded for serving, with the backbone it was fitted on (else the active one)."""
-        from backbone.services import get_active_version, version_encoder
+        from backbone.services import get_active_version, serving_encoder
 
         backbone = row.backbone_version or get_active_version()
-        return ServingModel(row, CtrModel.load(Path(row.path)), backbone, version_encoder(backbone))
+        return ServingModel(row, CtrModel.load(Path(row.path)), backbone, serving_encoder(backbone))
 
     def reset(self) -> None:
         with self.lock:

@@ -88,25 +88,6 @@ class Encoder(nn.Module):
         encoder.eval()
         return encoder
 
-    def quantized(self) -> Encoder:
-        """An int8 copy for CPU serving: linear layers dynamically quantised, per output channel.
-
-        One short message encodes 2-3x faster on one core (small-batch inference streams
-        every weight from memory once per call; int8 weights are a quarter of the bytes).
-        Embeddings move a little (cosine about 0.98 to this encoder's), so measure the task's
-        accuracy with it before serving it. The copy is for inference only; this one is unchanged.
-        """
-        import copy
-        import warnings
-
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        model = copy.deepcopy(self).cpu().eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao.quantization points to torchao; still supported
-            quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
-        return model
-
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device

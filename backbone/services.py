@@ -15,20 +15,22 @@ import torch
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from transformers import AutoTokenizer
 
 from backbone import errors, lifecycle, registry
-from backbone.encoder import Encoder, packaged_model_path
+from backbone.encoder import Encoder, packaged_model_path, resolve_device
 from backbone.models import ModelVersion, RetrainingSchedule, TrainingJob
 from backbone.multitask import save_head
+from backbone.onnx_encoder import OnnxEncoder, export
 from backbone.queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
 BASE_VERSION_NAME = "base"
 _ENCODER_LOCK = threading.RLock()
-_ENCODER_CACHE: dict[str, Any] = {"version_id": None, "encoder": None, "checked_at": 0.0}
+_ACTIVE: dict[str, Any] = {"version": None, "checked_at": 0.0}
 _LOADED: dict[int, Encoder] = {}
-_INT8: dict[int, tuple[Encoder, Encoder]] = {}  # version id -> (the float encoder it copies, int8 copy)
+_SERVING: dict[int, Encoder | OnnxEncoder] = {}  # version id -> its serving encoder
 ACTIVE_CHECK_SECONDS = 2.0
 
 
@@ -115,42 +117,64 @@ def version_encoder(version: ModelVersion) -> Encoder:
 def reset_caches() -> None:
     """Forget every loaded encoder and the cached active version (tests; after swapping model files)."""
     with _ENCODER_LOCK:
-        _ENCODER_CACHE.update(version_id=None, version=None, encoder=None, checked_at=0.0)
+        _ACTIVE.update(version=None, checked_at=0.0)
         _LOADED.clear()
-        _INT8.clear()
+        _SERVING.clear()
+
+
+def active_version() -> ModelVersion:
+    """The active version, re-read at most every ``ACTIVE_CHECK_SECONDS`` per process."""
+    now = time.monotonic()
+    with _ENCODER_LOCK:
+        cached = _ACTIVE
+        if cached["version"] is None or now - cached["checked_at"] >= ACTIVE_CHECK_SECONDS:
+            cached.update(version=get_active_version(), checked_at=now)
+        return cached["version"]
 
 
 def active_encoder() -> tuple[ModelVersion, Encoder]:
-    """Return (active version, its encoder), loaded once per process and reloaded after a switch.
+    """Return (active version, its PyTorch encoder), loaded once per process and reloaded after a switch."""
+    version = active_version()
+    return version, version_encoder(version)
 
-    The active version id is re-read at most every ``ACTIVE_CHECK_SECONDS``.
-    """
-    now = time.monotonic()
+
+def serving_encoder(version: ModelVersion) -> Encoder | OnnxEncoder:
+    """The encoder that requests of ``version`` are served with: on the CPU its ONNX Runtime copy
+    (``backbone.onnx_encoder``: the same vectors, about 3x faster for one short text), loaded once
+    per process from :func:`export_serving_encoder`'s file; its PyTorch encoder on a GPU or with
+    ``BACKBONE_ONNX_SERVING`` off."""
+    if not settings.BACKBONE_ONNX_SERVING or resolve_device(settings.BACKBONE_DEVICE).type != "cpu":
+        return version_encoder(version)
     with _ENCODER_LOCK:
-        cached = _ENCODER_CACHE
-        if cached["encoder"] is not None and now - cached["checked_at"] < ACTIVE_CHECK_SECONDS:
-            return cached["version"], cached["encoder"]
-        version = get_active_version()
-        if cached["version_id"] != version.pk:
-            cached.update(version=version, version_id=version.pk, encoder=version_encoder(version))
-        cached["checked_at"] = now
-        return cached["version"], cached["encoder"]
+        encoder = _SERVING.get(version.pk)
+        if encoder is None:
+            path = export_serving_encoder(version)
+            tokenizer = AutoTokenizer.from_pretrained(version.path, local_files_only=True)
+            if len(_SERVING) >= 2:  # the active version and one being switched to
+                _SERVING.clear()
+            encoder = _SERVING[version.pk] = OnnxEncoder(
+                path, tokenizer, max_length=settings.BACKBONE_MAX_LENGTH, threads=settings.BACKBONE_TORCH_THREADS or 1
+            )
+        return encoder
 
 
-def active_int8_encoder() -> tuple[ModelVersion, Encoder]:
-    """Like :func:`active_encoder`, but an int8 copy of it (``Encoder.quantized``), made once per
-    loaded version: for latency-bound one-message encodes on the CPU. On a GPU: the encoder itself."""
-    version, encoder = active_encoder()
-    if encoder.device.type != "cpu":
-        return version, encoder
-    with _ENCODER_LOCK:
-        source, int8 = _INT8.get(version.pk, (None, None))
-        if source is not encoder:
-            _INT8.clear()
-            int8 = encoder.quantized()
-            _INT8[version.pk] = (encoder, int8)
-            logger.info("made an int8 copy of backbone version %s for serving", version.name)
-        return version, int8
+def export_serving_encoder(version: ModelVersion) -> Path:
+    """The ONNX file of ``version``'s serving encoder (``MODELS_DIR/onnx``), exported unless it is there:
+    by the job that fills the version's indexes, so that web processes only load it."""
+    path = settings.MODELS_DIR / "onnx" / f"{version.name}-{zlib.crc32(str(version.path).encode()):08x}.onnx"
+    if not path.exists():
+        logger.info("exporting backbone version %s to %s for serving", version.name, path)
+        source = _LOADED.get(version.pk)
+        export(
+            source if source is not None and source.device.type == "cpu" else load_encoder(version, device="cpu"), path
+        )
+    return path
+
+
+def active_serving_encoder() -> tuple[ModelVersion, Encoder | OnnxEncoder]:
+    """(active version, :func:`serving_encoder` of it): what search, chat and ads encode a request's text with."""
+    version = active_version()
+    return version, serving_encoder(version)
 
 
 def serving_versions() -> list[ModelVersion]:
@@ -345,8 +369,11 @@ def embed_for_activation(*, version: ModelVersion, progress=None) -> None:
 
 
 def fill_indexes(*, version: ModelVersion, progress=None, batch_size: int = 256) -> int:
-    """Embed what every registered index lacks for ``version``; return how many rows were written."""
+    """Embed what every registered index lacks for ``version``; return how many rows were written.
+    Also exports its serving encoder (:func:`export_serving_encoder`) before it can serve."""
     encoder = version_encoder(version)
+    if settings.BACKBONE_ONNX_SERVING and encoder.device.type == "cpu":
+        export_serving_encoder(version)
     indexes = list(registry.EMBEDDING_INDEXES.values())
     written = 0
     for i, index in enumerate(indexes):

@@ -6,12 +6,12 @@
    as prototypes (mean of 16 examples each) on the active backbone version: the same serving
    path as a trained head plus taught intents (one encode, one matrix product, a few queries).
 2. In-process: ``answer_message`` (encode + classify + store) and, in the same run, the encoder
-   alone on the same texts: the int8 copy that chat serves with, and the float encoder.
+   alone on the same texts: the ONNX Runtime copy that chat serves with, and the PyTorch encoder.
 3. HTTP: gunicorn (2 workers x 4 threads) on that STATE_DIR; real BANKING77 messages, then the
    health endpoint (which also encodes one text and queries the database) as the baseline, then
    bad inputs (empty, 100,000 characters, binary junk, foreign scripts, emoji) whose status codes
    are counted: 400 or 200, never 5xx. Then the same messages on a server with
-   ``CHATBOT_INT8_ENCODER=false`` (the float encoder), for the ratio.
+   ``BACKBONE_ONNX_SERVING=false`` (the PyTorch encoder), for the ratio.
 
 Prints one JSON object: latencies (p50/p99 ms), the ratio to the baseline, peak resident memory.
 """
@@ -61,16 +61,16 @@ def prepare_prototypes() -> int:
 
 
 def bench_in_process(texts: list[str]) -> dict:
-    from backbone.services import active_encoder, active_int8_encoder
+    from backbone.services import active_encoder, active_serving_encoder
     from chatbot import services
 
     _, encoder = active_encoder()
-    _, int8 = active_int8_encoder()
+    _, onnx = active_serving_encoder()
     services.answer_message(text=texts[0], session="bench-warm")
     calls = {
         "answer_message": lambda text, i: services.answer_message(text=text, session=f"bench-{i % 20}"),
-        "encode_int8": lambda text, i: int8.encode([text]),
-        "encode_float": lambda text, i: encoder.encode([text]),
+        "encode_onnx": lambda text, i: onnx.encode([text]),
+        "encode_pytorch": lambda text, i: encoder.encode([text]),
     }
     timings: dict[str, list[float]] = {name: [] for name in calls}
     for i, text in enumerate(texts):
@@ -79,11 +79,11 @@ def bench_in_process(texts: list[str]) -> dict:
             call(text, i)
             timings[name].append((time.perf_counter() - started) * 1000)
     result = {name: harness.percentiles(values) for name, values in timings.items()}
-    result["ratio_p50_answer_to_encode_int8"] = round(
-        result["answer_message"]["p50_ms"] / result["encode_int8"]["p50_ms"], 2
+    result["ratio_p50_answer_to_encode_onnx"] = round(
+        result["answer_message"]["p50_ms"] / result["encode_onnx"]["p50_ms"], 2
     )
-    result["ratio_p50_encode_int8_to_float"] = round(
-        result["encode_int8"]["p50_ms"] / result["encode_float"]["p50_ms"], 2
+    result["ratio_p50_encode_onnx_to_pytorch"] = round(
+        result["encode_onnx"]["p50_ms"] / result["encode_pytorch"]["p50_ms"], 2
     )
     return result
 
@@ -99,17 +99,17 @@ def bench_http(state_dir: str, texts: list[str], port: int) -> dict:
         baseline = harness.load_test(server.base_url, health, headers, concurrency=8)
         bad_inputs = harness.load_test(server.base_url, bad, headers, concurrency=8)
         peak = harness.peak_rss_mb(server.pids())
-    env = {"BACKBONE_TORCH_THREADS": "1", "CHATBOT_INT8_ENCODER": "false"}
+    env = {"BACKBONE_TORCH_THREADS": "1", "BACKBONE_ONNX_SERVING": "false"}
     with harness.serve(state_dir, port, workers=2, env=env) as server:
         headers = {"X-Api-Key": server.storefront_key}
         harness.load_test(server.base_url, chat[:32], headers, concurrency=8)
-        float_encoder = harness.load_test(server.base_url, chat, headers, concurrency=8)
+        pytorch_encoder = harness.load_test(server.base_url, chat, headers, concurrency=8)
     return {
         "chat_messages_8_clients": measured,
         "baseline_health_8_clients": baseline,
         "ratio_p99_to_health": round(measured["p99_ms"] / baseline["p99_ms"], 2),
-        "chat_messages_8_clients_float_encoder": float_encoder,
-        "ratio_p99_int8_to_float_encoder": round(measured["p99_ms"] / float_encoder["p99_ms"], 2),
+        "chat_messages_8_clients_pytorch_encoder": pytorch_encoder,
+        "ratio_p99_onnx_to_pytorch_encoder": round(measured["p99_ms"] / pytorch_encoder["p99_ms"], 2),
         "bad_inputs": bad_inputs,
         "server_peak_rss_mb": peak,
     }

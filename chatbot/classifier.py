@@ -182,8 +182,8 @@ class IntentClassifier:
 
 
 def encode_messages(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
-    """Embed each message alone, as the chat endpoint does: an int8 encoder quantises its
-    activations with one scale per batch, so a message's embedding depends on its batch."""
+    """Embed each message alone, as the chat endpoint does (in a padded batch a message's vector
+    differs in its last float digits, enough to flip a tie)."""
     if not texts:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.concatenate([encoder.encode([text]) for text in texts])

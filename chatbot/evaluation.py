@@ -5,8 +5,8 @@ The project's model: the backbone fine-tuned through the shared multi-task train
 chatbot's intent task and recipe (prototype mix, temperature and out-of-scope threshold fitted on
 the validation split: 5% of A's train.csv for banking77, A's val.csv for clinc150), measured as
 chat answers (:func:`predict`): each message encoded alone by the encoder chat serves with (the
-int8 copy while ``CHATBOT_INT8_ENCODER`` is on; the other one is reported under ``components``;
-``--set int8_encoder=false`` measures float), a message under the threshold answered out of scope.
+ONNX Runtime copy while ``BACKBONE_ONNX_SERVING`` is on; ``--set onnx_encoder=false`` measures with
+PyTorch), a message under the threshold answered out of scope.
 Baselines from the same run: TF-IDF + logistic regression, the frozen packaged encoder + logistic
 regression, and plain fine-tuning (``--set plain_epochs=4``; 0 skips it: the same trainer and head
 without the recipe's additions). Also measured: adding intents as prototypes from 10 examples each
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from django.conf import settings
 from backbone.encoder import Encoder
 from backbone.evaluation import log, read_table
 from backbone.multitask import MultiTaskTrainer, TrainingConfig, TrainingResult
+from backbone.onnx_encoder import OnnxEncoder
 from backbone.services import base_model_path
 from chatbot.baselines import baseline_metrics, frozen_baseline, tfidf_baseline
 from chatbot.classifier import IntentClassifier, Prediction, class_prototypes, encode_messages
 from chatbot.datasets import LABEL_COLUMN
 from chatbot.importers import OUT_OF_SCOPE
-from chatbot.metrics import intent_metrics, prediction_metrics
+from chatbot.metrics import prediction_metrics
 from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
 
 # The training recipe is chatbot.ml.RECIPE; the encoder reads BACKBONE_MAX_LENGTH tokens, as in training jobs.
@@ -93,7 +95,7 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
     opts = {
         **DEFAULTS,
         "max_length": settings.BACKBONE_MAX_LENGTH,
-        "int8_encoder": settings.CHATBOT_INT8_ENCODER,  # measure what chat serves with
+        "onnx_encoder": settings.BACKBONE_ONNX_SERVING,  # measure what chat serves with
         **{k: v for k, v in options.items() if v is not None},
     }
     seed = int(opts.get("seed", 7))
@@ -105,16 +107,15 @@ def run(*, dataset: str, train_dir: Path, test_dir: Path, options: dict[str, Any
     baselines = measure_baselines(encoder, task, (train, val, test), oos, opts, seed)
 
     classifier, result = train_model(encoder, task, opts, seed)
-    served = served_encoder(encoder, int8=bool(opts["int8_encoder"]))
+    served = served_encoder(encoder, onnx=bool(opts["onnx_encoder"]))
     started = time.monotonic()
     predictions, test_emb = predict(classifier, served, test[0])
     log(f"predicted {len(test[0])} test messages one at a time ({time.monotonic() - started:.0f}s)")
-    served_name = "float" if served is encoder else "int8"
     return {
         "n": len(test[0]),
         "metrics": prediction_metrics(predictions, test[1], classifier.oos_label),
-        "served_encoder": served_name,
-        "components": components(classifier, test, encoder, test_emb, served_name),
+        "served_encoder": "pytorch" if served is encoder else "onnx",
+        "components": components(classifier, test, test_emb),
         "baselines": baselines,
         "validation": result.metrics["intents"],
         "calibration": task.calibration,
@@ -139,10 +140,13 @@ def train_model(
     return IntentClassifier.from_head(result.heads["intents"], task.head_config()), result
 
 
-def served_encoder(encoder: Encoder, *, int8: bool) -> Encoder:
-    """The encoder chat would serve ``encoder``'s weights with: an int8 copy on the CPU when
-    ``int8`` (as ``backbone.services.active_int8_encoder``), else ``encoder`` itself."""
-    return encoder.quantized() if int8 and encoder.device.type == "cpu" else encoder
+def served_encoder(encoder: Encoder, *, onnx: bool) -> Encoder | OnnxEncoder:
+    """The encoder chat would serve ``encoder``'s weights with: its ONNX Runtime copy on the CPU when
+    ``onnx`` (as ``backbone.services.serving_encoder``), else ``encoder`` itself."""
+    if not onnx or encoder.device.type != "cpu":
+        return encoder
+    with tempfile.TemporaryDirectory() as folder:  # the session holds the graph in memory
+        return OnnxEncoder.from_encoder(encoder, Path(folder) / "encoder.onnx")
 
 
 def predict(classifier: IntentClassifier, encoder: Encoder, texts: list[str]) -> tuple[list[Prediction], np.ndarray]:
@@ -223,17 +227,10 @@ def plain_fine_tune(train, val, test, oos: str | None, opts: dict[str, Any], see
     }
 
 
-def components(
-    classifier: IntentClassifier, test: Examples, encoder: Encoder, served_emb: np.ndarray, served: str
-) -> dict:
-    """Every metric with the encoder not served (``float_encoder`` or ``int8_encoder``); test
-    accuracy of the fine-tuned head without the lexical model, and of the lexical model alone."""
+def components(classifier: IntentClassifier, test: Examples, served_emb: np.ndarray) -> dict:
+    """Test accuracy of the fine-tuned head without the lexical model, and of the lexical model alone."""
     gold = np.asarray(test[1])
-    if served == "int8":
-        other = encoder.encode(test[0], batch_size=128)  # a float encoder's embeddings do not depend on the batch
-    else:
-        other = encode_messages(encoder.quantized(), test[0])
-    out = {f"{'float' if served == 'int8' else 'int8'}_encoder": intent_metrics(classifier, other, test[1], test[0])}
+    out = {}
     dense = dataclasses.replace(classifier, lexical=None, lexical_weight=0.0)
     out["fine_tuned_without_lexical"] = accuracy(dense.all_labels, dense.logits(served_emb), gold)
     if classifier.lexical is not None:

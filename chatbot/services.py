@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
@@ -297,9 +296,7 @@ def validate_version(*, version: ModelVersion, row=None) -> tuple[str, float, in
     classifier = classifier_for(version)
     if len(examples) < MIN_VALIDATION or classifier is None:
         return None
-    encoder = backbone_services.version_encoder(version)
-    if settings.CHATBOT_INT8_ENCODER and encoder.device.type == "cpu":
-        encoder = encoder.quantized()  # as chat serves it (backbone.services.active_int8_encoder)
+    encoder = backbone_services.serving_encoder(version)  # as chat serves it
     texts = [text for text, _, _ in examples]
     predictions = classifier.predict(encode_messages(encoder, texts), texts)
     correct = sum(p.intent == (None if oos else name) for p, (_, name, oos) in zip(predictions, examples, strict=True))
@@ -309,12 +306,9 @@ def validate_version(*, version: ModelVersion, row=None) -> tuple[str, float, in
 def predict_message(text: str) -> tuple[ModelVersion, Prediction | None]:
     """(active version, what its classifier makes of ``text``; None when it has no classifier).
 
-    Encoded by the int8 copy of the backbone when ``CHATBOT_INT8_ENCODER`` is on.
+    Encoded by the serving encoder (``backbone.services.active_serving_encoder``).
     """
-    if settings.CHATBOT_INT8_ENCODER:
-        version, encoder = backbone_services.active_int8_encoder()
-    else:
-        version, encoder = backbone_services.active_encoder()
+    version, encoder = backbone_services.active_serving_encoder()
     classifier = classifier_for(version)
     if classifier is None:
         return version, None

@@ -34,9 +34,9 @@ def check_broker() -> dict:
 
 
 def check_model() -> dict:
-    from backbone.services import active_encoder
+    from backbone.services import active_serving_encoder
 
-    version, encoder = active_encoder()
+    version, encoder = active_serving_encoder()
     vector = encoder.encode(["health check"])
     return {"version": version.name, "dim": int(vector.shape[1]), "device": str(encoder.device)}
 

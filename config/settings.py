@@ -246,9 +246,9 @@ BACKBONE_DEVICE = env_str("BACKBONE_DEVICE", "auto")  # auto | cpu | cuda
 BACKBONE_BATCH_SIZE = env_int("BACKBONE_BATCH_SIZE", 32)
 BACKBONE_MAX_LENGTH = env_int("BACKBONE_MAX_LENGTH", 128)
 BACKBONE_TORCH_THREADS = env_int("BACKBONE_TORCH_THREADS", 0)  # 0: torch's default
-# The chatbot encodes each message with an int8 copy of the backbone on the CPU (2-3x faster;
-# evaluate intents measures with it, and reports the float one under components).
-CHATBOT_INT8_ENCODER = env_bool("CHATBOT_INT8_ENCODER", True)
+# Search, chat and ads encode a request's text with an ONNX Runtime copy of the backbone on the CPU
+# (backbone/onnx_encoder.py: the same vectors, about 3x faster); false: with PyTorch.
+BACKBONE_ONNX_SERVING = env_bool("BACKBONE_ONNX_SERVING", True)
 MODELS_DIR = Path(env_str("MODELS_DIR", str(STATE_DIR / "models"))).resolve()
 # A running training job whose heartbeat is older than this is marked failed.
 TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 300)

@@ -289,12 +289,12 @@ def evaluate_search(*, dataset: str, train_dir: Path, test_dir: Path, options: d
     rng = random.Random(seed)
     typos = [ml.add_typo(text, rng) for text in texts]
     judgements = [test.judgements[q] for q in ids]
-    baselines = measure_baselines(texts, typos, judgements, untrained=bool(options.get("untrained", True)))
     parameters = {k: v for k, v in options.items() if k not in EVALUATION_OPTIONS}
-    with (
+    with (  # model files (the serving encoders' too) in a folder of the run's own
         tempfile.TemporaryDirectory(prefix="search-eval-models-") as models_dir,
         override_settings(MODELS_DIR=Path(models_dir)),
     ):
+        baselines = measure_baselines(texts, typos, judgements, untrained=bool(options.get("untrained", True)))
         training = train_as_served(parameters)
         metrics = measure(served_ranking, texts, typos, judgements, "served (trained)")
     return report(metrics, baselines, training, counts, judgements, texts, typos, seed, started)

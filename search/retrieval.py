@@ -127,11 +127,26 @@ def correct_query(query: str) -> tuple[str, str]:
 # --- the three legs ---------------------------------------------------------------------------
 
 
+# What the legs set for their transaction (pg_trgm's threshold for ``<%``; HNSW's candidate list and
+# its iterative scan, which keeps a filtered query returning min(k, matches) rows).
+LEG_SETTINGS = {
+    "pg_trgm.word_similarity_threshold": str(TRIGRAM_THRESHOLD),
+    "hnsw.ef_search": str(max(DENSE_K, 100)),
+    "hnsw.iterative_scan": "relaxed_order",
+    "hnsw.max_scan_tuples": "100000",
+}
+
+
 def query_lexemes(cursor, text: str) -> list[str]:
-    """Return ``text``'s English lexemes in the order they occur (as the tsvector column stems them)."""
+    """Return ``text``'s English lexemes in the order they occur (as the tsvector column stems them).
+
+    The same round trip sets :data:`LEG_SETTINGS` for the rest of the transaction (``SET LOCAL``).
+    """
+    settings = ", ".join("set_config(%s, %s, true)" for _ in LEG_SETTINGS)
     cursor.execute(
-        "SELECT coalesce(array(SELECT lexeme FROM unnest(to_tsvector('english', %s)) ORDER BY positions[1]), '{}')",
-        [text],
+        f"SELECT coalesce(array(SELECT lexeme FROM unnest(to_tsvector('english', %s)) ORDER BY positions[1]), '{{}}'), "
+        f"{settings}",
+        [text, *(item for pair in LEG_SETTINGS.items() for item in pair)],
     )
     return cursor.fetchone()[0]
 
@@ -173,10 +188,10 @@ def lexical_leg(cursor, tsquery: str, where: str, params: list[Any]) -> list[int
 
 
 def trigram_leg(cursor, lowered: str, where: str, params: list[Any]) -> list[int]:
-    """Return the ids of up to ``TRIGRAM_K`` products whose title holds a close trigram match of the query."""
+    """Return the ids of up to ``TRIGRAM_K`` products whose title holds a close trigram match of the query
+    (``<%`` at the threshold of :data:`LEG_SETTINGS`, set by :func:`query_lexemes`)."""
     if len(lowered) < 3:
         return []
-    cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = %s", [TRIGRAM_THRESHOLD])
     cursor.execute(
         f"""SELECT p.id FROM catalog_product p WHERE %s <% {PRODUCT_TRIGRAM_TEXT} AND {where}
             ORDER BY word_similarity(%s, {PRODUCT_TRIGRAM_TEXT}) DESC, p.id LIMIT %s""".replace("<%", "<%%"),
@@ -186,13 +201,8 @@ def trigram_leg(cursor, lowered: str, where: str, params: list[Any]) -> list[int
 
 
 def dense_leg(cursor, literal: str, version_id: int, where: str, params: list[Any]) -> list[int]:
-    """Return the ids of the ``DENSE_K`` products nearest to the query vector under ``where`` (HNSW).
-
-    pgvector's iterative index scan keeps a filtered query returning min(k, matches) rows.
-    """
-    cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(DENSE_K, 100)])
-    cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-    cursor.execute("SET LOCAL hnsw.max_scan_tuples = 100000")
+    """Return the ids of the ``DENSE_K`` products nearest to the query vector under ``where`` (HNSW,
+    with the iterative scan of :data:`LEG_SETTINGS`, set by :func:`query_lexemes`)."""
     # relaxed_order may return rows slightly out of order: re-sort the materialised top k.
     cursor.execute(
         f"""WITH nearest AS MATERIALIZED (

@@ -144,25 +144,28 @@ def matched_by(candidate: ml.Candidate) -> str:
     return "both" if lexical and semantic else ("lexical" if lexical else "semantic")
 
 
+FACET_VALUES = 20  # the most frequent categories and brands shown
+
+
 def compute_facets(cursor, product_ids: list[int]) -> dict[str, Any]:
-    """Return category, brand and price-bucket counts over ``product_ids`` (the whole match set)."""
+    """Return category, brand and price-bucket counts over ``product_ids`` (the whole match set), in one statement."""
     facets: dict[str, Any] = {"category": [], "brand": [], "price": []}
     if not product_ids:
         return facets
-    for name, column in (("category", "category_path"), ("brand", "brand")):
-        cursor.execute(
-            f"""SELECT {column}, count(*) FROM catalog_product WHERE id = ANY(%s) AND {column} <> ''
-                GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT 20""",
-            [product_ids],
-        )
-        facets[name] = [{"value": value, "count": count} for value, count in cursor.fetchall()]
     bounds = list(PRICE_BUCKETS)
     cursor.execute(
-        "SELECT width_bucket(price, %s::numeric[]), count(*) FROM catalog_product "
-        "WHERE id = ANY(%s) AND price IS NOT NULL GROUP BY 1 ORDER BY 1",
-        [bounds, product_ids],
+        """WITH m AS MATERIALIZED (SELECT category_path, brand, price FROM catalog_product WHERE id = ANY(%s))
+           SELECT 'category', category_path, NULL::int, count(*) FROM m WHERE category_path <> '' GROUP BY 2
+           UNION ALL SELECT 'brand', brand, NULL, count(*) FROM m WHERE brand <> '' GROUP BY 2
+           UNION ALL SELECT 'price', NULL, width_bucket(price, %s::numeric[]), count(*) FROM m
+                     WHERE price IS NOT NULL GROUP BY 3""",
+        [product_ids, bounds],
     )
-    for bucket, count in cursor.fetchall():
+    rows = cursor.fetchall()
+    for name in ("category", "brand"):
+        counts = sorted(((-count, value) for kind, value, _, count in rows if kind == name))[:FACET_VALUES]
+        facets[name] = [{"value": value, "count": -count} for count, value in counts]
+    for bucket, count in sorted((bucket, count) for kind, _, bucket, count in rows if kind == "price"):
         low = bounds[bucket - 1]
         high = bounds[bucket] if bucket < len(bounds) else None
         facets["price"].append({"min": low, "max": high, "count": count})
@@ -181,9 +184,9 @@ def encode_query(text: str) -> tuple[Any, np.ndarray | None]:
 
     Vectors are kept per (version, text), the last QUERY_VECTORS_KEPT used (read-only arrays).
     """
-    from backbone.services import active_encoder
+    from backbone.services import active_serving_encoder
 
-    version, encoder = active_encoder()
+    version, encoder = active_serving_encoder()
     if not text.strip():
         return version, None
     key = (version.pk, text)

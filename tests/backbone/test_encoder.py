@@ -57,15 +57,17 @@ def test_packaged_minilm_ranks_related_products_closer():
 
 
 @pytest.mark.slow
-def test_int8_copy_of_packaged_minilm_stays_close_and_leaves_the_original_alone():
+def test_onnx_copy_of_packaged_minilm_gives_its_vectors_alone_and_in_padded_batches(tmp_path):
+    from backbone.onnx_encoder import OnnxEncoder
+
     enc = Encoder.load(packaged_model_path(), device="cpu")
-    texts = ["cordless power drill", "18V brushless drill driver", "ceramic floor tile", "where is my new card?"]
-    before = enc.encode(texts)
-    int8 = enc.quantized()
-    vectors = int8.encode(texts)
-    assert not any(isinstance(m, torch.nn.Linear) for m in int8.transformer.modules()), "every linear layer is int8"
-    assert any(isinstance(m, torch.nn.Linear) for m in enc.transformer.modules()), "the original stays float"
-    np.testing.assert_allclose(enc.encode(texts), before, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert (vectors * before).sum(axis=1).min() > 0.9
-    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    texts = ["drill", "18V brushless drill driver with two batteries and a case " * 3, "", "where is my new card?"]
+    expected = np.concatenate([enc.encode([text]) for text in texts])
+    onnx = OnnxEncoder.from_encoder(enc, tmp_path / "encoder.onnx")
+    assert onnx.dim == enc.dim == 384 and not enc.training, "exported without leaving the encoder in train mode"
+    batched, alone = onnx.encode(texts), np.concatenate([onnx.encode([text]) for text in texts])
+    assert (batched * expected).sum(axis=1).min() > 0.99999, "the padding mask survives the export"
+    np.testing.assert_allclose(alone, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert onnx.encode([]).shape == (0, 384)
+    assert [p.name for p in tmp_path.iterdir()] == ["encoder.onnx"], "no partial file left behind"

@@ -6,6 +6,7 @@ import pytest
 
 from backbone import services
 from backbone.models import ModelVersion
+from backbone.onnx_encoder import OnnxEncoder
 from catalog.models import ProductEmbedding
 from tests.factories import ProductFactory
 
@@ -19,15 +20,22 @@ def test_fresh_install_serves_the_packaged_base_version():
     assert services.ensure_base_version().pk == version.pk  # idempotent
 
 
-def test_int8_copy_is_made_once_per_loaded_encoder(tiny_active_version):
+def test_serving_encoder_is_the_exported_onnx_copy_loaded_once(tiny_active_version, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
     version, encoder = services.active_encoder()
-    same_version, int8 = services.active_int8_encoder()
-    assert same_version == version and int8 is not encoder
-    assert services.active_int8_encoder()[1] is int8, "cached, not quantised per request"
-    assert (int8.encode(["red paint"]) @ encoder.encode(["red paint"]).T).item() > 0.9
+    same_version, serving = services.active_serving_encoder()
+    assert same_version == version and isinstance(serving, OnnxEncoder)
+    assert serving.path.parent == tmp_path / "onnx" and serving.path.name.startswith(version.name)
+    assert services.active_serving_encoder()[1] is serving, "loaded once, not per request"
+    assert (serving.encode(["red paint"]) @ encoder.encode(["red paint"]).T).item() > 0.9999
 
-    services.reset_caches()  # the version's weights reloaded (e.g. a new path): a fresh copy
-    assert services.active_int8_encoder()[1] is not int8
+    exported = serving.path.stat().st_mtime_ns
+    services.reset_caches()  # a new process: loads the file, does not export it again
+    assert services.active_serving_encoder()[1] is not serving
+    assert serving.path.stat().st_mtime_ns == exported
+
+    settings.BACKBONE_ONNX_SERVING = False
+    assert services.serving_encoder(version) is services.version_encoder(version)
 
 
 def test_activation_switches_only_when_every_product_is_embedded(tiny_active_version, tiny_model_dir):

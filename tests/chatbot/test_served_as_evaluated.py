@@ -71,7 +71,7 @@ def test_evaluation_predicts_what_the_chat_endpoint_answers(packaged_version, st
     task = evaluation.intent_task(([t for t, _ in rows], [n for _, n in rows]), None, None, opts, QUICK["seed"])
     encoder = evaluation.base_encoder(opts)
     classifier, _ = evaluation.train_model(encoder, task, opts, QUICK["seed"])
-    served = evaluation.served_encoder(encoder, int8=settings.CHATBOT_INT8_ENCODER)
+    served = evaluation.served_encoder(encoder, onnx=settings.BACKBONE_ONNX_SERVING)
     predictions, _ = evaluation.predict(classifier, served, MESSAGES)
 
     answers = [
