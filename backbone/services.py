@@ -143,7 +143,7 @@ def serving_encoder(version: ModelVersion) -> Encoder | OnnxEncoder:
     (``backbone.onnx_encoder``: the same vectors, about 3x faster for one short text), loaded once
     per process from :func:`export_serving_encoder`'s file; its PyTorch encoder on a GPU or with
     ``BACKBONE_ONNX_SERVING`` off."""
-    if not settings.BACKBONE_ONNX_SERVING or resolve_device(settings.BACKBONE_DEVICE).type != "cpu":
+    if not serves_with_onnx():
         return version_encoder(version)
     with _ENCODER_LOCK:
         encoder = _SERVING.get(version.pk)
@@ -158,9 +158,14 @@ def serving_encoder(version: ModelVersion) -> Encoder | OnnxEncoder:
         return encoder
 
 
+def serves_with_onnx() -> bool:
+    """Whether requests are encoded by ONNX Runtime copies (``BACKBONE_ONNX_SERVING``, on the CPU)."""
+    return settings.BACKBONE_ONNX_SERVING and resolve_device(settings.BACKBONE_DEVICE).type == "cpu"
+
+
 def export_serving_encoder(version: ModelVersion) -> Path:
     """The ONNX file of ``version``'s serving encoder (``MODELS_DIR/onnx``), exported unless it is there:
-    by the job that fills the version's indexes, so that web processes only load it."""
+    by ``bootstrap_platform`` and the job that fills a version's indexes, so that web processes only load it."""
     path = settings.MODELS_DIR / "onnx" / f"{version.name}-{zlib.crc32(str(version.path).encode()):08x}.onnx"
     if not path.exists():
         logger.info("exporting backbone version %s to %s for serving", version.name, path)
@@ -372,7 +377,7 @@ def fill_indexes(*, version: ModelVersion, progress=None, batch_size: int = 256)
     """Embed what every registered index lacks for ``version``; return how many rows were written.
     Also exports its serving encoder (:func:`export_serving_encoder`) before it can serve."""
     encoder = version_encoder(version)
-    if settings.BACKBONE_ONNX_SERVING and encoder.device.type == "cpu":
+    if serves_with_onnx():
         export_serving_encoder(version)
     indexes = list(registry.EMBEDDING_INDEXES.values())
     written = 0

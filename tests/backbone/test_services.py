@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 
 from backbone import services
@@ -114,3 +116,13 @@ def test_one_at_a_time_makes_a_second_holder_wait_for_the_first():
     assert order == ["first out", "second in"]
     with one_at_a_time("test.lock"):  # released: taken again at once
         pass
+
+
+def test_bootstrap_exports_the_active_versions_serving_encoder_so_web_processes_only_load_it(settings, tmp_path):
+    from django.core.management import call_command
+
+    settings.MODELS_DIR = tmp_path
+    call_command("bootstrap_platform", admin_password="pw-admin-123", stdout=StringIO())
+    exported = list((tmp_path / "onnx").iterdir())
+    assert [p.name.split("-")[0] for p in exported] == [services.BASE_VERSION_NAME]
+    assert services.active_serving_encoder()[1].path == exported[0]

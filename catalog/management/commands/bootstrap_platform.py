@@ -1,4 +1,5 @@
-"""``manage.py bootstrap_platform``: first operator account, a server and a public storefront key, the base version."""
+"""``manage.py bootstrap_platform``: first operator account, a server and a public storefront key, the base version
+(and the active version's serving encoder)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from backbone.services import ensure_base_version
+from backbone.services import ensure_base_version, export_serving_encoder, get_active_version, serves_with_onnx
 from catalog.models import StorefrontKey
 from catalog.services import create_storefront_key
 
@@ -34,4 +35,6 @@ class Command(BaseCommand):
             _, out["public_key"] = create_storefront_key(name="default storefront (browser)", scope="public")
         version = ensure_base_version()
         out["active_model"] = version.name if version.state == version.State.ACTIVE else "(another version)"
+        if serves_with_onnx():
+            export_serving_encoder(get_active_version())  # the web processes load it; none exports it
         self.stdout.write(json.dumps(out))
