@@ -1,8 +1,11 @@
 """Benchmark the packaged encoder: products embedded per second and single-query latency.
 
-Standalone (no Django): ``python bench/encode.py [--data-dir DIR]``. Reads real Home Depot
-product titles and queries, prints one JSON object with the machine (CPUs, torch threads,
-torch version, device), the figures (medians of repeats) and peak resident memory.
+Standalone (no Django): ``python bench/encode.py [--data-dir DIR] [--threads N]``. Reads real Home
+Depot product titles and queries, prints one JSON object with the machine (CPUs, torch threads,
+torch version, device), the figures (medians of repeats) and peak resident memory. On the CPU it
+also measures, in the same run and with the same threads, the ONNX Runtime copy that the web
+processes serve with (``backbone.onnx_encoder``): single-query latency, its ratio to PyTorch's, and
+the cosine of its vectors to PyTorch's.
 With the defaults (1,000 titles and 300 queries, 3 repeats each) it runs in about a minute on
 two idle CPU cores, about two when they are shared.
 """
@@ -61,6 +64,29 @@ def query_latencies_ms(encoder: Encoder, queries: list[str]) -> list[float]:
     return latencies
 
 
+def onnx_figures(encoder: Encoder, queries: list[str], repeats: int, torch_p50: float) -> dict:
+    """The serving encoder (ONNX Runtime, same threads) on the same queries: latency, ratio, cosine."""
+    import tempfile
+
+    from backbone.onnx_encoder import OnnxEncoder
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        onnx = OnnxEncoder.from_encoder(encoder, Path(folder) / "encoder.onnx", threads=torch.get_num_threads())
+        export_seconds = time.perf_counter() - started
+    onnx.encode(queries[:32])  # warm-up
+    runs = [query_latencies_ms(onnx, queries) for _ in range(repeats)]
+    p50 = statistics.median(float(np.percentile(run, 50)) for run in runs)
+    cosines = (onnx.encode(queries) * encoder.encode(queries)).sum(axis=1)
+    return {
+        "export_and_load_seconds": round(export_seconds, 2),
+        "p50_median": round(p50, 2),
+        "p99_median": round(statistics.median(float(np.percentile(run, 99)) for run in runs), 2),
+        "p50_ratio_to_pytorch": round(p50 / torch_p50, 3),
+        "cosine_to_pytorch_min": round(float(cosines.min()), 6),
+    }
+
+
 def peak_rss_mib() -> float:
     """Return the peak resident memory of this process in MiB (ru_maxrss is KiB on Linux)."""
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -78,12 +104,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads; 0: torch's default")
     return parser.parse_args()
 
 
 def main() -> None:
     """Run the benchmark and print its JSON report."""
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     titles = read_column(args.data_dir / "products.csv", "product_title", args.products)
     queries = read_column(args.data_dir / "queries.csv", "query", args.queries)
     started = time.perf_counter()
@@ -120,6 +149,9 @@ def main() -> None:
             "p50_median": round(p50, 2),
             "p99_median": round(p99, 2),
         },
+        "onnx_serving_query_latency_ms": onnx_figures(encoder, queries, args.repeats, p50)
+        if encoder.device.type == "cpu"
+        else None,
         "peak_rss_mib": peak_rss_mib(),
         "rss_now_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
     }
