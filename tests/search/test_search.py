@@ -101,7 +101,9 @@ def test_live_queries_use_the_search_indexes(catalogue):
             f"EXPLAIN SELECT p.id FROM catalog_product p WHERE {retrieval.PRODUCT_TSVECTOR} @@ to_tsquery('english', 'drill')"
         )
         assert "search_product_fts" in " ".join(row[0] for row in cursor.fetchall())
-        cursor.execute(f"EXPLAIN SELECT p.id FROM catalog_product p WHERE 'drill' <% {retrieval.PRODUCT_TRIGRAM_TEXT}")
+        cursor.execute(  # suggestions: titles that start with the input
+            f"EXPLAIN SELECT p.id FROM catalog_product p WHERE {retrieval.PRODUCT_TRIGRAM_TEXT} LIKE 'dril%'"
+        )
         assert "search_product_title_trgm" in " ".join(row[0] for row in cursor.fetchall())
         cursor.execute(  # suggestions: the nearest titles by word similarity, an ordered GiST scan
             f"EXPLAIN SELECT p.id FROM catalog_product p ORDER BY 'dril' <<-> {retrieval.PRODUCT_TRIGRAM_TEXT} LIMIT 8"
@@ -173,3 +175,29 @@ def test_a_repeated_query_reuses_its_vector_per_backbone_version(catalogue):
     services.reset_caches()
     fresh = services.encode_query("cordless drill")[1]
     assert fresh is not first and np.allclose(fresh, first, atol=1e-6)
+
+
+def test_the_trigram_leg_ranks_the_other_legs_candidates_by_word_similarity():
+    from search.ml import Candidate
+
+    candidates = [
+        Candidate(key=3, title="garden hose", lexemes=[], word_similarity=0.6, ranks={"lexical": 1}),
+        Candidate(key=1, title="hose reel", lexemes=[], word_similarity=0.9, ranks={"dense": 2}),
+        Candidate(key=2, title="drill", lexemes=[], word_similarity=0.2, ranks={"dense": 1}),
+        Candidate(key=4, title="hoses", lexemes=[], word_similarity=0.6),
+    ]
+    assert retrieval.similar_candidates(candidates) == [1, 3, 4]  # ties by id; under the threshold: not in the leg
+    assert [c.ranks.get("trigram") for c in candidates] == [2, 1, None, 3]
+    assert candidates[0].ranks["lexical"] == 1, "the other legs' ranks stay"
+
+
+def test_retrieve_ranks_the_candidates_closest_to_the_raw_typo_in_the_trigram_leg(catalogue):
+    corrected, _ = retrieval.correct_query("garden hoze")
+    with transaction.atomic(), connection.cursor() as cursor:
+        got = retrieval.retrieve(
+            cursor, query="garden hoze", corrected=corrected, vector=None, version_id=None,
+            filters=retrieval.SearchFilters(),
+        )  # fmt: skip
+    hose = next(c for c in got.candidates if c.title == "Garden hose 50 ft")
+    assert got.legs["trigram"][0] == hose.key and hose.ranks["trigram"] == 1
+    assert set(got.legs["trigram"]) <= set(got.legs["lexical"]), "ranked among the other legs' candidates"
