@@ -2,7 +2,7 @@
 
 Exported from the PyTorch :class:`backbone.encoder.Encoder` (transformer, mean pooling and L2 norm in
 one graph; the same tokenizer and ``max_length``), so it gives the same vectors (cosine 1.0000 to
-the PyTorch encoder's, padded batches included). One short query encodes about 3x faster on one
+the PyTorch encoder's, padded batches included). One short query encodes 2.6-2.9x faster on one
 core than in PyTorch (bench/reports/serving-encoder.md): what search, chat and ad selection wait
 for in each request. Training and bulk embedding keep the PyTorch encoder.
 

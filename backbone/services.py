@@ -140,7 +140,7 @@ def active_encoder() -> tuple[ModelVersion, Encoder]:
 
 def serving_encoder(version: ModelVersion) -> Encoder | OnnxEncoder:
     """The encoder that requests of ``version`` are served with: on the CPU its ONNX Runtime copy
-    (``backbone.onnx_encoder``: the same vectors, about 3x faster for one short text), loaded once
+    (``backbone.onnx_encoder``: the same vectors, 2.6-2.9x faster for one short text), loaded once
     per process from :func:`export_serving_encoder`'s file; its PyTorch encoder on a GPU or with
     ``BACKBONE_ONNX_SERVING`` off."""
     if not serves_with_onnx():

@@ -247,7 +247,7 @@ BACKBONE_BATCH_SIZE = env_int("BACKBONE_BATCH_SIZE", 32)
 BACKBONE_MAX_LENGTH = env_int("BACKBONE_MAX_LENGTH", 128)
 BACKBONE_TORCH_THREADS = env_int("BACKBONE_TORCH_THREADS", 0)  # 0: torch's default
 # Search, chat and ads encode a request's text with an ONNX Runtime copy of the backbone on the CPU
-# (backbone/onnx_encoder.py: the same vectors, about 3x faster); false: with PyTorch.
+# (backbone/onnx_encoder.py: the same vectors, 2.6-2.9x faster); false: with PyTorch.
 BACKBONE_ONNX_SERVING = env_bool("BACKBONE_ONNX_SERVING", True)
 MODELS_DIR = Path(env_str("MODELS_DIR", str(STATE_DIR / "models"))).resolve()
 # A running training job whose heartbeat is older than this is marked failed.
