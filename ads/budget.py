@@ -10,6 +10,7 @@ window is refused: its reservation was released when the window closed.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -17,6 +18,8 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 
 from ads.models import Campaign, CampaignSpend, ServedImpression
+
+logger = logging.getLogger(__name__)
 
 CLICK_TOKEN_SECONDS = 15 * 60
 
@@ -75,6 +78,11 @@ def reserve_and_save(*, impressions: list[ServedImpression], now: datetime) -> l
         reserved = reserved_amounts(now=now, campaign_ids=ids)
         kept = []
         for impression in impressions:
+            if impression.campaign_id not in room:  # no spend row could be locked: serve it nothing, never overspend
+                logger.warning(
+                    "campaign %s has no lockable spend row for %s: its ad is left out", impression.campaign_id, day
+                )
+                continue
             after = reserved.get(impression.campaign_id, Decimal("0")) + impression.price
             if after <= room[impression.campaign_id]:
                 reserved[impression.campaign_id] = after
