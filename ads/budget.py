@@ -68,13 +68,14 @@ def reserve_and_save(*, impressions: list[ServedImpression], now: datetime) -> l
     ids = sorted({imp.campaign_id for imp in impressions})
     with transaction.atomic():
         CampaignSpend.objects.bulk_create([CampaignSpend(campaign_id=i, day=day) for i in ids], ignore_conflicts=True)
-        locked = (
-            CampaignSpend.objects.select_for_update(of=("self",))
-            .select_related("campaign")
+        spent = dict(  # locked without a join: the budgets are read next, in the same transaction
+            CampaignSpend.objects.select_for_update()
             .filter(campaign_id__in=ids, day=day)
             .order_by("campaign_id")
+            .values_list("campaign_id", "amount")
         )
-        room = {row.campaign_id: row.campaign.daily_budget - row.amount for row in locked}
+        budgets = dict(Campaign.objects.filter(pk__in=ids).values_list("pk", "daily_budget"))
+        room = {pk: budgets[pk] - amount for pk, amount in spent.items() if pk in budgets}
         reserved = reserved_amounts(now=now, campaign_ids=ids)
         kept = []
         for impression in impressions:
