@@ -273,6 +273,13 @@ class Scorer:
 SCORER = Scorer()
 
 
+def reset_caches() -> None:
+    """Forget the per-process ad catalogue and serving models (tests: an earlier test's ads are gone)."""
+    with _CATALOGUE_LOCK:
+        _CATALOGUE[0] = None
+    SCORER.reset()
+
+
 def context_features(*, slot: AdSlot, context: Context, now: datetime) -> dict[str, Any]:
     """The fields the serving pCTR model reads that are the same for every candidate of one request."""
     return {

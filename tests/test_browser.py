@@ -62,10 +62,12 @@ def browser(tmp_path):
 @pytest.fixture
 def shop(transactional_db, tiny_active_version, django_user_model):
     """Products with embeddings, a customer with history, two taught intents, a paid ad slot, an operator."""
+    from ads import services as ads
     from chatbot import services as chat
     from search import services as search
 
     search.reset_caches()  # the catalogue's vocabulary (typo correction) of an earlier test's products
+    ads.reset_caches()  # the serving ad catalogue (kept 5 s) of an earlier test's ads
     products = [ProductFactory(title=t, brand=b, category_path=c, price=Decimal("19.99")) for t, b, c in TITLES]
     embed_products(product_ids=[p.pk for p in products])
     shopper = CustomerFactory(external_id="shopper-1")
