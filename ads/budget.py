@@ -10,7 +10,6 @@ window is refused: its reservation was released when the window closed.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -18,8 +17,6 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 
 from ads.models import Campaign, CampaignSpend, ServedImpression
-
-logger = logging.getLogger(__name__)
 
 CLICK_TOKEN_SECONDS = 15 * 60
 
@@ -68,22 +65,16 @@ def reserve_and_save(*, impressions: list[ServedImpression], now: datetime) -> l
     ids = sorted({imp.campaign_id for imp in impressions})
     with transaction.atomic():
         CampaignSpend.objects.bulk_create([CampaignSpend(campaign_id=i, day=day) for i in ids], ignore_conflicts=True)
-        spent = dict(  # locked without a join: the budgets are read next, in the same transaction
-            CampaignSpend.objects.select_for_update()
+        locked = (
+            CampaignSpend.objects.select_for_update(of=("self",))
+            .select_related("campaign")
             .filter(campaign_id__in=ids, day=day)
             .order_by("campaign_id")
-            .values_list("campaign_id", "amount")
         )
-        budgets = dict(Campaign.objects.filter(pk__in=ids).values_list("pk", "daily_budget"))
-        room = {pk: budgets[pk] - amount for pk, amount in spent.items() if pk in budgets}
+        room = {row.campaign_id: row.campaign.daily_budget - row.amount for row in locked}
         reserved = reserved_amounts(now=now, campaign_ids=ids)
         kept = []
         for impression in impressions:
-            if impression.campaign_id not in room:  # no spend row could be locked: serve it nothing, never overspend
-                logger.warning(
-                    "campaign %s has no lockable spend row for %s: its ad is left out", impression.campaign_id, day
-                )
-                continue
             after = reserved.get(impression.campaign_id, Decimal("0")) + impression.price
             if after <= room[impression.campaign_id]:
                 reserved[impression.campaign_id] = after
