@@ -188,15 +188,28 @@ def lexical_leg(cursor, tsquery: str, where: str, params: list[Any]) -> list[int
 
 
 def dense_leg(cursor, literal: str, version_id: int, where: str, params: list[Any]) -> list[int]:
-    """Return the ids of the ``DENSE_K`` products nearest to the query vector under ``where`` (HNSW,
-    with the iterative scan of :data:`LEG_SETTINGS`, set by :func:`query_lexemes`)."""
+    """Return the ids of the ``DENSE_K`` products nearest to the query vector under ``where``.
+
+    First by the HNSW index (with the iterative scan of :data:`LEG_SETTINGS`, set by
+    :func:`query_lexemes`); when that returns fewer than ``DENSE_K``, exactly. An HNSW scan can
+    miss rows: with many equal vectors in the index (other versions' embeddings of the same
+    texts, live or not yet vacuumed) it returned 0-1 of 8 products, whatever ``ef_search``; and
+    fewer than ``DENSE_K`` matches means the filter is selective, so the exact scan is short.
+    """
+    ids = nearest_products(cursor, literal, version_id, where, params, exact=False)
+    return ids if len(ids) >= DENSE_K else nearest_products(cursor, literal, version_id, where, params, exact=True)
+
+
+def nearest_products(cursor, literal: str, version_id: int, where: str, params: list[Any], *, exact: bool) -> list[int]:
+    """The ``DENSE_K`` nearest products under ``where``; ``exact`` orders by an expression the HNSW index cannot serve."""
+    order = "(e.embedding <=> %s::vector) + 0" if exact else "e.embedding <=> %s::vector"
     # relaxed_order may return rows slightly out of order: re-sort the materialised top k.
     cursor.execute(
         f"""WITH nearest AS MATERIALIZED (
                 SELECT e.product_id, e.embedding <=> %s::vector AS distance
                 FROM catalog_productembedding e JOIN catalog_product p ON p.id = e.product_id
                 WHERE e.version_id = %s AND {where}
-                ORDER BY e.embedding <=> %s::vector LIMIT %s)
+                ORDER BY {order} LIMIT %s)
             SELECT product_id FROM nearest ORDER BY distance, product_id""",
         [literal, version_id, *params, literal, DENSE_K],
     )

@@ -94,6 +94,30 @@ def test_filtered_vector_query_returns_min_of_k_and_matches(tiny_active_version)
         cursor.execute("RESET enable_seqscan")
 
 
+def test_dense_leg_finds_every_product_when_the_index_holds_many_equal_vectors(catalogue, tiny_active_version):
+    """The HNSW scan alone returned 0-1 of the 8 products here in 7 of 8 tries (the flaky CI failure of
+    the ranker test): earlier versions' embeddings of the same texts crowd the graph. The exact
+    fallback finds all."""
+    from backbone.models import ModelVersion
+    from catalog.models import ProductEmbedding
+
+    vectors = list(ProductEmbedding.objects.filter(version=tiny_active_version).values_list("embedding", flat=True))
+    for round_ in range(20):
+        older = ModelVersion.objects.create(name=f"older-{round_}", path="x", state=ModelVersion.State.RETIRED)
+        copies = ProductFactory.create_batch(len(vectors))
+        ProductEmbedding.objects.bulk_create(
+            ProductEmbedding(product=p, version=older, embedding=v) for p, v in zip(copies, vectors, strict=True)
+        )
+    literal = retrieval.vector_literal(np.asarray(vectors[3]))
+    where, params = retrieval.SearchFilters().sql()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")  # the HNSW index
+        retrieval.query_lexemes(cursor, "drill")  # sets the leg's hnsw.* settings
+        found = retrieval.dense_leg(cursor, literal, tiny_active_version.pk, where, params)
+
+    assert sorted(found) == sorted(p.pk for p in catalogue)
+
+
 def test_live_queries_use_the_search_indexes(catalogue):
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
