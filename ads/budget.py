@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import F, Q, Sum
 
-from ads.models import Campaign, CampaignSpend, ServedImpression
+from ads.models import Ad, Campaign, CampaignSpend, ServedImpression
 
 CLICK_TOKEN_SECONDS = 15 * 60
 
@@ -58,12 +58,23 @@ def reserve_and_save(*, impressions: list[ServedImpression], now: datetime) -> l
     deadlock), until the impressions are saved, so concurrent selections reserve one after the
     other. An impression whose campaign no longer fits (a concurrent selection took the rest) is
     dropped; the kept ones are renumbered by position. Returns the saved impressions.
+
+    So is one whose ad or campaign was deleted or paused since the process's serving catalogue
+    read it (``ads.services.CATALOGUE_SECONDS``): its rows would break the foreign keys (a 500).
     """
     if not impressions:
         return []
-    day = now.date()
-    ids = sorted({imp.campaign_id for imp in impressions})
     with transaction.atomic():
+        live = set(
+            Ad.objects.filter(
+                pk__in=[imp.ad_id for imp in impressions], active=True, campaign__active=True
+            ).values_list("pk", flat=True)
+        )
+        impressions = [imp for imp in impressions if imp.ad_id in live]
+        if not impressions:
+            return []
+        day = now.date()
+        ids = sorted({imp.campaign_id for imp in impressions})
         CampaignSpend.objects.bulk_create([CampaignSpend(campaign_id=i, day=day) for i in ids], ignore_conflicts=True)
         locked = (
             CampaignSpend.objects.select_for_update(of=("self",))

@@ -59,9 +59,9 @@ def slot(db) -> AdSlot:
 def fresh_serving_catalogue(monkeypatch):
     """Serving re-reads ads and campaigns on every request in tests (production keeps them a few seconds)."""
     monkeypatch.setattr(services, "CATALOGUE_SECONDS", 0.0)
-    services.SCORER.reset()
+    services.reset_caches()
     yield
-    services.SCORER.reset()
+    services.reset_caches()
 
 
 @pytest.fixture

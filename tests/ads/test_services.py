@@ -81,6 +81,21 @@ def test_campaign_that_cannot_afford_a_click_is_not_eligible(slot):
     assert services.select_ads(slot=slot.name, k=3)["ads"] == []
 
 
+def test_ads_deleted_or_paused_while_the_serving_catalogue_holds_them_are_left_out(slot, monkeypatch):
+    monkeypatch.setattr(services, "CATALOGUE_SECONDS", 60.0)  # as in production, where it is a few seconds
+    kept, gone, paused = (AdFactory(campaign=CampaignFactory(bid_per_click=Decimal(b))) for b in ("1", "2", "3"))
+    assert len(services.select_ads(slot=slot.name, k=3)["ads"]) == 3
+    gone.campaign.delete()
+    paused.campaign.active = False
+    paused.campaign.save()
+
+    result = services.select_ads(slot=slot.name, k=3)
+
+    assert result["candidates"] == 3  # still in this process's catalogue copy
+    assert [a["ad_id"] for a in result["ads"]] == [kept.pk]
+    assert ServedImpression.objects.filter(ad=kept).count() == 2
+
+
 def test_unknown_slot_and_unknown_product_are_refused_and_log_nothing(slot):
     AdFactory()
     with pytest.raises(services.AdsError, match="unknown or inactive ad slot") as slot_error:
