@@ -83,7 +83,11 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         constraints = [
-            models.UniqueConstraint(fields=["storefront_key", "session"], name="unique_conversation_session")
+            # NULLS NOT DISTINCT: staff sessions (no key) are one conversation too, and the upsert of
+            # ``answer_message`` finds them (PostgreSQL 15+)
+            models.UniqueConstraint(
+                fields=["storefront_key", "session"], name="unique_conversation_session", nulls_distinct=False
+            )
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ VALIDATION_LIMIT = 2000  # validation examples a scheduled retraining's gate cla
 MIN_VALIDATION = 20
 _CACHE_LOCK = threading.Lock()
 _CLASSIFIERS: dict[tuple, IntentClassifier | None] = {}
+_STAMPS: dict[int, tuple[float, tuple]] = {}  # version pk -> (read at, prototype stamp)
 _REFRESH_ASKED: set[int] = set()
 
 
@@ -137,8 +139,17 @@ def load_head(version: ModelVersion) -> IntentClassifier | None:
 
 
 def _prototype_stamp(version: ModelVersion) -> tuple:
-    stamp = IntentPrototype.objects.filter(version=version).aggregate(n=Count("id"), last=Max("updated_at"))
-    return (stamp["n"], stamp["last"])
+    """(count, newest update) of ``version``'s prototypes, re-read at most every
+    ``ACTIVE_CHECK_SECONDS`` per process (as the active version is), not once per message."""
+    now = time.monotonic()
+    with _CACHE_LOCK:
+        read_at, stamp = _STAMPS.get(version.pk, (-1e9, ()))
+    if now - read_at < backbone_services.ACTIVE_CHECK_SECONDS:
+        return stamp
+    row = IntentPrototype.objects.filter(version=version).aggregate(n=Count("id"), last=Max("updated_at"))
+    with _CACHE_LOCK:
+        _STAMPS[version.pk] = (now, (row["n"], row["last"]))
+    return _STAMPS[version.pk][1]
 
 
 def classifier_for(version: ModelVersion) -> IntentClassifier | None:
@@ -161,6 +172,7 @@ def reset_caches() -> None:
     with _CACHE_LOCK:
         _CLASSIFIERS.clear()
         _REFRESH_ASKED.clear()
+        _STAMPS.clear()
 
 
 def _build_classifier(version: ModelVersion) -> IntentClassifier | None:
@@ -230,6 +242,8 @@ def _store_prototype(intent: Intent, version: ModelVersion, encoder) -> int:
             "n_examples": len(texts),
         },
     )
+    with _CACHE_LOCK:
+        _STAMPS.pop(version.pk, None)  # this process serves it at once (the others within seconds)
     return 1
 
 
@@ -345,21 +359,22 @@ def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:
     confidence = prediction.confidence if prediction else 0.0
     alternatives = [{"intent": name, "confidence": c} for name, c in (prediction.ranked[1:] if prediction else [])]
     needs_review = outcome != Message.Outcome.ANSWERED or confidence < REVIEW_CONFIDENCE
-    with transaction.atomic():
-        conversation, _ = Conversation.objects.get_or_create(storefront_key=storefront_key, session=session)
-        message = Message.objects.create(
-            conversation=conversation,
-            text=text,
-            intent=predicted,
-            confidence=confidence,
-            alternatives=alternatives,
-            outcome=outcome,
-            hand_off=hand_off,
-            answer=answer,
-            version=version,
-            review_status=Message.Review.PENDING if needs_review else Message.Review.NOT_NEEDED,
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    conversation = Conversation(storefront_key=storefront_key, session=session)
+    Conversation.objects.bulk_create(  # one upsert, where get_or_create and an update took three statements
+        [conversation], update_conflicts=True, unique_fields=["storefront_key", "session"], update_fields=["updated_at"]
+    )
+    message = Message.objects.create(
+        conversation=conversation,
+        text=text,
+        intent=predicted,
+        confidence=confidence,
+        alternatives=alternatives,
+        outcome=outcome,
+        hand_off=hand_off,
+        answer=answer,
+        version=version,
+        review_status=Message.Review.PENDING if needs_review else Message.Review.NOT_NEEDED,
+    )
     return Reply(
         message_id=message.pk,
         intent=None if outcome == Message.Outcome.OUT_OF_SCOPE else predicted.name,

@@ -44,6 +44,17 @@ def test_message_endpoint_answers_and_stores_the_conversation(storefront_client,
     assert Conversation.objects.count() == 1 and Message.objects.count() == 2
 
 
+def test_a_session_is_one_conversation_with_or_without_a_key_and_each_message_bumps_it(taught_intents):
+    services.answer_message(text="hi", session="desk")  # no storefront key (staff)
+    first = Conversation.objects.get()
+    services.answer_message(text="refund please", session="desk")
+    services.answer_message(text="hi", session="other")
+
+    again = Conversation.objects.get(session="desk")
+    assert Conversation.objects.count() == 2 and again.pk == first.pk and again.messages.count() == 2
+    assert again.updated_at > first.updated_at and again.created_at == first.created_at
+
+
 def test_message_endpoint_needs_a_storefront_key(api_client, taught_intents):
     assert api_client.post(URL, {"text": "hi", "session": "abc"}, format="json").status_code in (401, 403)
 
