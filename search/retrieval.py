@@ -167,11 +167,12 @@ def vector_literal(vector: np.ndarray) -> str:
 
 @dataclass
 class Retrieved:
-    """The legs' rankings (product ids), the fused candidates and their feature rows."""
+    """The legs' rankings (product ids), the fused candidates, their feature rows and what a hit shows of each."""
 
     legs: dict[str, list[int]]
     candidates: list[ml.Candidate]
     features: np.ndarray
+    products: dict[int, dict[str, Any]]  # id -> PRODUCT_FIELDS (a hit's fields and the facets' values)
 
 
 def lexical_leg(cursor, tsquery: str, where: str, params: list[Any]) -> list[int]:
@@ -216,18 +217,22 @@ def nearest_products(cursor, literal: str, version_id: int, where: str, params: 
     return [row[0] for row in cursor.fetchall()]
 
 
+PRODUCT_FIELDS = ("sku", "brand", "category_path", "price", "in_stock", "created_at")
+
+
 def candidate_rows(
     cursor, legs: dict[str, list[int]], tsquery: str, lowered: str, literal: str | None, version_id: int | None
-) -> list[ml.Candidate]:
-    """Return one :class:`ml.Candidate` per product of any leg (lexical, dense, trigram order), with its scores."""
+) -> tuple[list[ml.Candidate], dict[int, dict[str, Any]]]:
+    """Return one :class:`ml.Candidate` per product of any leg (lexical, dense, trigram order), with
+    its scores, and each one's :data:`PRODUCT_FIELDS` (with ``id`` and ``title``), in one statement."""
     order = list(dict.fromkeys(legs["lexical"] + legs["dense"] + legs["trigram"]))
     if not order:
-        return []
+        return [], {}
     cursor.execute(
         f"""SELECT p.id, p.title, {PRODUCT_TITLE_LEXEMES},
                    coalesce(ts_rank({PRODUCT_TSVECTOR}, CAST(nullif(%s, '') AS tsquery), 1), 0),
                    similarity(%s, {PRODUCT_TRIGRAM_TEXT}), word_similarity(%s, {PRODUCT_TRIGRAM_TEXT}),
-                   1 - (e.embedding <=> %s::vector)
+                   1 - (e.embedding <=> %s::vector), {", ".join(f"p.{name}" for name in PRODUCT_FIELDS)}
             FROM catalog_product p
             LEFT JOIN catalog_productembedding e ON e.product_id = p.id AND e.version_id = %s
             WHERE p.id = ANY(%s)""",
@@ -235,16 +240,17 @@ def candidate_rows(
     )
     rows = {row[0]: row for row in cursor.fetchall()}
     ranks = {name: {pid: r for r, pid in enumerate(ranking, start=1)} for name, ranking in legs.items()}
-    candidates = []
+    candidates, products = [], {}
     for pid in order:
-        _, title, lexemes, ts_rank, trigram, word_sim, cosine = rows[pid]
+        _, title, lexemes, ts_rank, trigram, word_sim, cosine, *fields = rows[pid]
         candidates.append(
             ml.Candidate(
                 key=pid, title=title, lexemes=lexemes, ts_rank=ts_rank, trigram=trigram, word_similarity=word_sim,
                 cosine=cosine, ranks={name: r[pid] for name, r in ranks.items() if pid in r},
             )
         )  # fmt: skip
-    return candidates
+        products[pid] = {"id": pid, "title": title, **dict(zip(PRODUCT_FIELDS, fields, strict=True))}
+    return candidates, products
 
 
 def similar_candidates(candidates: list[ml.Candidate]) -> list[int]:
@@ -292,7 +298,7 @@ def retrieve(
         "trigram": [],
         "dense": dense_leg(cursor, literal, version_id, where, params) if literal else [],
     }
-    candidates = candidate_rows(cursor, legs, tsquery, lowered, literal, version_id)
+    candidates, products = candidate_rows(cursor, legs, tsquery, lowered, literal, version_id)
     if trigram:
         legs["trigram"] = similar_candidates(candidates)
-    return Retrieved(legs, candidates, ml.candidate_features(corrected, lexemes, candidates, stats))
+    return Retrieved(legs, candidates, ml.candidate_features(corrected, lexemes, candidates, stats), products)

@@ -9,10 +9,11 @@ when it was trained for the active backbone version, else by :func:`search.ml.fu
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -147,28 +148,20 @@ def matched_by(candidate: ml.Candidate) -> str:
 FACET_VALUES = 20  # the most frequent categories and brands shown
 
 
-def compute_facets(cursor, product_ids: list[int]) -> dict[str, Any]:
-    """Return category, brand and price-bucket counts over ``product_ids`` (the whole match set), in one statement."""
-    facets: dict[str, Any] = {"category": [], "brand": [], "price": []}
-    if not product_ids:
-        return facets
-    bounds = list(PRICE_BUCKETS)
-    cursor.execute(
-        """WITH m AS MATERIALIZED (SELECT category_path, brand, price FROM catalog_product WHERE id = ANY(%s))
-           SELECT 'category', category_path, NULL::int, count(*) FROM m WHERE category_path <> '' GROUP BY 2
-           UNION ALL SELECT 'brand', brand, NULL, count(*) FROM m WHERE brand <> '' GROUP BY 2
-           UNION ALL SELECT 'price', NULL, width_bucket(price, %s::numeric[]), count(*) FROM m
-                     WHERE price IS NOT NULL GROUP BY 3""",
-        [product_ids, bounds],
-    )
-    rows = cursor.fetchall()
-    for name in ("category", "brand"):
-        counts = sorted(((-count, value) for kind, value, _, count in rows if kind == name))[:FACET_VALUES]
-        facets[name] = [{"value": value, "count": -count} for count, value in counts]
-    for bucket, count in sorted((bucket, count) for kind, _, bucket, count in rows if kind == "price"):
-        low = bounds[bucket - 1]
-        high = bounds[bucket] if bucket < len(bounds) else None
-        facets["price"].append({"min": low, "max": high, "count": count})
+def compute_facets(products: dict[int, dict[str, Any]], product_ids: list[int]) -> dict[str, Any]:
+    """Return category, brand and price-bucket counts over ``product_ids`` (the whole match set),
+    from the rows the candidate query read (no statement of its own)."""
+    rows = [products[pid] for pid in product_ids]
+    facets: dict[str, Any] = {}
+    for name, key in (("category", "category_path"), ("brand", "brand")):
+        counts = Counter(row[key] for row in rows if row[key])
+        top = sorted((-count, value) for value, count in counts.items())[:FACET_VALUES]
+        facets[name] = [{"value": value, "count": -count} for count, value in top]
+    buckets = Counter(bisect.bisect_right(PRICE_BUCKETS, row["price"]) for row in rows if row["price"] is not None)
+    facets["price"] = [
+        {"min": PRICE_BUCKETS[b - 1], "max": PRICE_BUCKETS[b] if b < len(PRICE_BUCKETS) else None, "count": count}
+        for b, count in sorted(buckets.items())
+    ]
     return facets
 
 
@@ -214,6 +207,7 @@ class Ranked:
     ids: list[int]
     scores: dict[int, float]
     candidates: dict[int, ml.Candidate]
+    products: dict[int, dict[str, Any]]  # a hit's fields (``retrieval.PRODUCT_FIELDS``)
     ranker: str
     ranker_name: str = ""  # the learned ranker's row, when one ranked
     arm: str | None = None  # of a running A/B test of rankers
@@ -242,7 +236,7 @@ def rank_products(
         scores, ranker = {pid: float(len(ranking) - i) for i, pid in enumerate(ranking)}, "lexical"
     ids = sorted(scores, key=lambda pid: (-scores[pid], pid))[:MAX_RESULTS]
     name = name if ranker == "learned" else ""
-    return Ranked(ids, scores, {c.key: c for c in retrieved.candidates}, ranker, name, arm)
+    return Ranked(ids, scores, {c.key: c for c in retrieved.candidates}, retrieved.products, ranker, name, arm)
 
 
 def sort_ids(ids: list[int], products: dict[int, dict[str, Any]], sort: str) -> list[int]:
@@ -256,8 +250,9 @@ def sort_ids(ids: list[int], products: dict[int, dict[str, Any]], sort: str) -> 
     return list(ids)
 
 
-def page_hits(ids: list[int], products: dict[int, dict[str, Any]], ranked: Ranked) -> list[SearchHit]:
+def page_hits(ids: list[int], ranked: Ranked) -> list[SearchHit]:
     """Return one hit per id, with the product's fields, its score and the legs that found it."""
+    products = ranked.products
     return [
         SearchHit(
             product_id=pid,
@@ -308,30 +303,19 @@ def search_products(
             session=session,
         )  # fmt: skip
         timings["retrieve_rank"] = round((time.perf_counter() - started) * 1000 - timings["encode"], 2)
-        facet_counts = compute_facets(cursor, ranked.ids) if facets else dict(NO_FACETS)
-    products = {p["id"]: p for p in _product_rows(ranked.ids)}
-    ordered = sort_ids([pid for pid in ranked.ids if pid in products], products, sort)
+    facet_counts = compute_facets(ranked.products, ranked.ids) if facets else dict(NO_FACETS)
+    ordered = sort_ids(ranked.ids, ranked.products, sort)
     start = (page - 1) * page_size
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
     result = SearchResult(
         query=query, corrected=corrected, total=len(ordered), page=page, page_size=page_size, sort=sort,
         ranker=ranked.ranker, ranker_name=ranked.ranker_name, arm=ranked.arm,
-        hits=page_hits(ordered[start : start + page_size], products, ranked),
+        hits=page_hits(ordered[start : start + page_size], ranked),
         facets=facet_counts, timings_ms=timings,
     )  # fmt: skip
     if log:
         result.log_id = log_search(result=result, filters=filters, version_name=version.name, session=session)
     return result
-
-
-def _product_rows(ids: list[int]) -> list[dict[str, Any]]:
-    from catalog.models import Product
-
-    return list(
-        Product.objects.filter(id__in=ids).values(
-            "id", "sku", "title", "brand", "category_path", "price", "in_stock", "created_at"
-        )
-    )
 
 
 # --- logging and analytics ----------------------------------------------------------------------
