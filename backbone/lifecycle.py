@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
+from django.dispatch import Signal
 from django.utils import timezone
 
 from backbone import errors
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=TrainedModel)
 State = TrainedModel.State
+
+
+# Sent (sender: the model class, pk) after an activation: a serving process that keeps the active
+# row for a few seconds forgets it at once when the switch happened in that process.
+activated = Signal()
 
 
 class LifecycleError(errors.Conflict):
@@ -92,6 +98,7 @@ def activate(model: type[M], *, pk: int) -> M:
             raise LifecycleError(f"{row.name} is {row.state}; only a trained model can be activated")
         model.objects.filter(state=State.ACTIVE).exclude(pk=pk).update(state=State.RETIRED)
         model.objects.filter(pk=pk).update(state=State.ACTIVE, activated_at=timezone.now())
+    activated.send(sender=model, pk=pk)
     logger.info("%s %s is now active", model._meta.verbose_name, row.name)
     return model.objects.get(pk=pk)
 

@@ -131,6 +131,26 @@ def test_search_task_is_built_from_the_backbone_side_of_labels_and_clicks():
     assert all(pair.negatives for pair in task.pairs if pair.query != "clicked query 3")
 
 
+def test_a_process_reads_the_active_ranker_row_once_per_interval_and_other_processes_switches_after_it(
+    judged, tiny_active_version, settings, tmp_path, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.MODELS_DIR = tmp_path
+    row = fit(tiny_active_version)
+    lifecycle.activate(SearchRanker, pk=row.pk)  # this process: seen at once
+    assert services.search_products(query="drill").ranker == "learned"
+    with CaptureQueriesContext(connection) as queries:
+        services.search_products(query="hammer")
+    assert not [q for q in queries.captured_queries if "search_searchranker" in q["sql"]]
+
+    SearchRanker.objects.filter(pk=row.pk).update(state="retired")  # as another process's roll-back would
+    assert services.search_products(query="drill").ranker == "learned"  # within the interval
+    monkeypatch.setattr(services, "RANKER_CHECK_SECONDS", 0.0)
+    assert services.search_products(query="drill").ranker == "fusion"
+
+
 @pytest.fixture
 def packaged_catalogue(db, settings, tmp_path):
     """The conftest catalogue embedded with the real packaged encoder (the base version, active)."""
