@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 from django.db.models import Count, Max, QuerySet
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from backbone import services as backbone_services
@@ -35,6 +37,7 @@ MIN_VALIDATION = 20
 _CACHE_LOCK = threading.Lock()
 _CLASSIFIERS: dict[tuple, IntentClassifier | None] = {}
 _STAMPS: dict[int, tuple[float, tuple]] = {}  # version pk -> (read at, prototype stamp)
+_INTENTS: dict[str, Any] = {"read_at": -1e9, "by_name": {}}
 _REFRESH_ASKED: set[int] = set()
 
 
@@ -173,6 +176,7 @@ def reset_caches() -> None:
         _CLASSIFIERS.clear()
         _REFRESH_ASKED.clear()
         _STAMPS.clear()
+    forget_intents()
 
 
 def _build_classifier(version: ModelVersion) -> IntentClassifier | None:
@@ -329,6 +333,36 @@ def predict_message(text: str) -> tuple[ModelVersion, Prediction | None]:
     return version, classifier.predict(encode_messages(encoder, [text]), [text])[0]
 
 
+def intents_by_name() -> dict[str, Intent]:
+    """Every intent by name (answers, hand-off, scope), re-read at most every ``ACTIVE_CHECK_SECONDS``
+    per process instead of once per message; a change saved in this process is seen at once."""
+    now = time.monotonic()
+    with _CACHE_LOCK:
+        if now - _INTENTS["read_at"] < backbone_services.ACTIVE_CHECK_SECONDS:
+            return _INTENTS["by_name"]
+    by_name = {intent.name: intent for intent in Intent.objects.all()}
+    with _CACHE_LOCK:
+        _INTENTS.update(read_at=now, by_name=by_name)
+    return by_name
+
+
+def intent_named(name: str) -> Intent | None:
+    """The stored intent ``name`` (:func:`intents_by_name`; re-read at once for a name it lacks:
+    intents imported in bulk send no signal)."""
+    intent = intents_by_name().get(name)
+    if intent is None:
+        forget_intents()
+        intent = intents_by_name().get(name)
+    return intent
+
+
+@receiver([post_save, post_delete], sender=Intent)
+def forget_intents(**_) -> None:
+    """Re-read the intents at the next message."""
+    with _CACHE_LOCK:
+        _INTENTS.update(read_at=-1e9, by_name={})
+
+
 def decide(prediction: Prediction | None, intent: Intent | None) -> tuple[str, str, bool]:
     """(outcome, answer, hand-off) for a prediction whose top label is the stored ``intent``: out
     of scope (or no such intent stored) gets the fallback and a hand-off; top two within
@@ -354,7 +388,7 @@ def answer_message(*, text: str, session: str, storefront_key=None) -> Reply:
     Conversation and Message rows.
     """
     version, prediction = predict_message(text)
-    predicted = Intent.objects.filter(name=prediction.ranked[0][0]).first() if prediction else None
+    predicted = intent_named(prediction.ranked[0][0]) if prediction else None
     outcome, answer, hand_off = decide(prediction, predicted)
     confidence = prediction.confidence if prediction else 0.0
     alternatives = [{"intent": name, "confidence": c} for name, c in (prediction.ranked[1:] if prediction else [])]

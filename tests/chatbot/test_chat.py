@@ -55,6 +55,23 @@ def test_a_session_is_one_conversation_with_or_without_a_key_and_each_message_bu
     assert again.updated_at > first.updated_at and again.created_at == first.created_at
 
 
+def test_a_message_costs_two_statements_and_an_edited_answer_is_served_at_once(taught_intents):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    greeting, _ = taught_intents
+    services.answer_message(text="hello there", session="s1")
+    greeting.answer = "Hi! What can I do for you?"
+    greeting.save()  # as the admin saves it
+    reply = services.answer_message(text="hello there", session="s1")
+
+    with CaptureQueriesContext(connection) as queries:
+        services.answer_message(text="hi", session="s1")
+
+    assert reply.intent == "greeting" and reply.answer == "Hi! What can I do for you?"
+    assert [q["sql"].split()[2] for q in queries.captured_queries] == ['"chatbot_conversation"', '"chatbot_message"']
+
+
 def test_message_endpoint_needs_a_storefront_key(api_client, taught_intents):
     assert api_client.post(URL, {"text": "hi", "session": "abc"}, format="json").status_code in (401, 403)
 
