@@ -118,7 +118,7 @@ def bm25_rankings(titles: dict[str, str], queries: list[str]) -> list[list[str]]
     builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
     builder.add_text_field("sku", stored=True, tokenizer_name="raw")
     index = tantivy.Index(builder.build())
-    writer = index.writer()
+    writer = index.writer(heap_size=100_000_000, num_threads=1)  # one segment layout run after run
     for sku, title in titles.items():
         writer.add_document(tantivy.Document(sku=sku, title=title))
     writer.commit()
@@ -131,8 +131,10 @@ def bm25_rankings(titles: dict[str, str], queries: list[str]) -> list[list[str]]
             out.append([])
             continue
         parsed = index.parse_query(words, ["title"])
-        hits = searcher.search(parsed, 10).hits
-        out.append([searcher.doc(address)["sku"][0] for _, address in hits])
+        hits = searcher.search(parsed, 1000).hits
+        tied = [(score, address) for score, address in hits if len(hits) <= 10 or score >= hits[9][0]]
+        ranked = sorted((-score, searcher.doc(address)["sku"][0]) for score, address in tied)
+        out.append([sku for _, sku in ranked[:10]])  # ties by sku: the same baseline every run
     return out
 
 

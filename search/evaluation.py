@@ -172,12 +172,15 @@ class TantivyBM25:
         self.searcher = self.index.searcher()
 
     def search(self, query: str, limit: int = TOP_K) -> list[str]:
-        """Return up to ``limit`` uids by BM25 (OR of the query's words)."""
+        """Return up to ``limit`` uids by BM25 (OR of the query's words); equal scores in uid order,
+        so that the baseline is the same in every run (tantivy's own tie order is its segments')."""
         terms = WORD.findall(query.lower())
         if not terms:
             return []
-        parsed = self.index.parse_query(" ".join(terms), ["title"])
-        return [self.searcher.doc(address)["uid"][0] for _, address in self.searcher.search(parsed, limit).hits]
+        hits = self.searcher.search(self.index.parse_query(" ".join(terms), ["title"]), 10 * limit).hits
+        tied = [(score, address) for score, address in hits if len(hits) <= limit or score >= hits[limit - 1][0]]
+        ranked = sorted((-score, self.searcher.doc(address)["uid"][0]) for score, address in tied)
+        return [uid for _, uid in ranked[:limit]]
 
 
 def rankings(system: Callable[[str], list[str]], texts: list[str], desc: str) -> list[list[str]]:
