@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from django.utils import timezone
 from backbone import services as backbone_services
 from backbone.models import ModelVersion
 from backbone.queue import enqueue_on_commit, one_at_a_time
+from backbone.recheck import Rechecked
 from chatbot.classifier import IntentClassifier, Prediction, class_prototypes, encode_messages, similarity_threshold
 from chatbot.ml import RECIPE, TASK_PARAMETERS, IntentTask, stratified_sample
 from chatbot.models import Conversation, Intent, IntentExample, IntentPrototype, Message
@@ -36,8 +36,6 @@ VALIDATION_LIMIT = 2000  # validation examples a scheduled retraining's gate cla
 MIN_VALIDATION = 20
 _CACHE_LOCK = threading.Lock()
 _CLASSIFIERS: dict[tuple, IntentClassifier | None] = {}
-_STAMPS: dict[int, tuple[float, tuple]] = {}  # version pk -> (read at, prototype stamp)
-_INTENTS: dict[str, Any] = {"read_at": -1e9, "by_name": {}}
 _REFRESH_ASKED: set[int] = set()
 
 
@@ -141,24 +139,23 @@ def load_head(version: ModelVersion) -> IntentClassifier | None:
     return IntentClassifier.load(folder) if (folder / "config.json").exists() else None
 
 
-def _prototype_stamp(version: ModelVersion) -> tuple:
-    """(count, newest update) of ``version``'s prototypes, re-read at most every
-    ``ACTIVE_CHECK_SECONDS`` per process (as the active version is), not once per message."""
-    now = time.monotonic()
-    with _CACHE_LOCK:
-        read_at, stamp = _STAMPS.get(version.pk, (-1e9, ()))
-    if now - read_at < backbone_services.ACTIVE_CHECK_SECONDS:
-        return stamp
-    row = IntentPrototype.objects.filter(version=version).aggregate(n=Count("id"), last=Max("updated_at"))
-    with _CACHE_LOCK:
-        _STAMPS[version.pk] = (now, (row["n"], row["last"]))
-    return _STAMPS[version.pk][1]
+def _read_prototype_stamp(version_pk: int) -> tuple:
+    row = IntentPrototype.objects.filter(version_id=version_pk).aggregate(n=Count("id"), last=Max("updated_at"))
+    return (row["n"], row["last"])
+
+
+# (count, newest update) of a version's prototypes: re-read as often as the active version is, not per message
+PROTOTYPE_STAMPS = Rechecked(_read_prototype_stamp, backbone_services.ACTIVE_CHECK_SECONDS)
+# every intent by name (answers, hand-off, scope), likewise
+INTENTS = Rechecked(
+    lambda: {intent.name: intent for intent in Intent.objects.all()}, backbone_services.ACTIVE_CHECK_SECONDS
+)
 
 
 def classifier_for(version: ModelVersion) -> IntentClassifier | None:
     """The classifier of ``version``: its trained head (if any) plus stored prototypes of intents
     the head does not know. Cached per process until a prototype of the version changes."""
-    key = (version.pk, *_prototype_stamp(version))
+    key = (version.pk, *PROTOTYPE_STAMPS.get(version.pk))
     with _CACHE_LOCK:
         if key in _CLASSIFIERS:
             return _CLASSIFIERS[key]
@@ -175,8 +172,8 @@ def reset_caches() -> None:
     with _CACHE_LOCK:
         _CLASSIFIERS.clear()
         _REFRESH_ASKED.clear()
-        _STAMPS.clear()
-    forget_intents()
+    PROTOTYPE_STAMPS.forget()
+    INTENTS.forget()
 
 
 def _build_classifier(version: ModelVersion) -> IntentClassifier | None:
@@ -246,8 +243,7 @@ def _store_prototype(intent: Intent, version: ModelVersion, encoder) -> int:
             "n_examples": len(texts),
         },
     )
-    with _CACHE_LOCK:
-        _STAMPS.pop(version.pk, None)  # this process serves it at once (the others within seconds)
+    PROTOTYPE_STAMPS.forget(version.pk)  # this process serves it at once (the others within seconds)
     return 1
 
 
@@ -333,34 +329,20 @@ def predict_message(text: str) -> tuple[ModelVersion, Prediction | None]:
     return version, classifier.predict(encode_messages(encoder, [text]), [text])[0]
 
 
-def intents_by_name() -> dict[str, Intent]:
-    """Every intent by name (answers, hand-off, scope), re-read at most every ``ACTIVE_CHECK_SECONDS``
-    per process instead of once per message; a change saved in this process is seen at once."""
-    now = time.monotonic()
-    with _CACHE_LOCK:
-        if now - _INTENTS["read_at"] < backbone_services.ACTIVE_CHECK_SECONDS:
-            return _INTENTS["by_name"]
-    by_name = {intent.name: intent for intent in Intent.objects.all()}
-    with _CACHE_LOCK:
-        _INTENTS.update(read_at=now, by_name=by_name)
-    return by_name
-
-
 def intent_named(name: str) -> Intent | None:
-    """The stored intent ``name`` (:func:`intents_by_name`; re-read at once for a name it lacks:
-    intents imported in bulk send no signal)."""
-    intent = intents_by_name().get(name)
+    """The stored intent ``name`` (:data:`INTENTS`; re-read at once for a name it lacks: intents
+    imported in bulk send no signal)."""
+    intent = INTENTS.get().get(name)
     if intent is None:
-        forget_intents()
-        intent = intents_by_name().get(name)
+        INTENTS.forget()
+        intent = INTENTS.get().get(name)
     return intent
 
 
 @receiver([post_save, post_delete], sender=Intent)
 def forget_intents(**_) -> None:
-    """Re-read the intents at the next message."""
-    with _CACHE_LOCK:
-        _INTENTS.update(read_at=-1e9, by_name={})
+    """Re-read the intents at the next message (an intent saved or deleted in this process)."""
+    INTENTS.forget()
 
 
 def decide(prediction: Prediction | None, intent: Intent | None) -> tuple[str, str, bool]:

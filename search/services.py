@@ -25,6 +25,7 @@ from django.db.models import Count, Q
 from django.dispatch import receiver
 
 from backbone import errors, experiments, lifecycle
+from backbone.recheck import Rechecked
 from search import ml
 from search.models import SearchClick, SearchQueryLog, SearchRanker
 from search.retrieval import (
@@ -99,28 +100,20 @@ def reset_caches() -> None:
 
 
 RANKER_CHECK_SECONDS = 2.0  # how often a process re-reads which ranker row is active
-_ACTIVE_RANKER: dict[str, Any] = {"row": None, "checked_at": -1e9}
-
-
-def active_ranker_row() -> SearchRanker | None:
-    """The active SearchRanker row (its serving fields only), re-read at most every
-    ``RANKER_CHECK_SECONDS`` per process, as the active backbone version is; an activation in this
-    process (``lifecycle.activated``) is seen at once."""
-    now = time.monotonic()
-    with _RANKER_LOCK:
-        if now - _ACTIVE_RANKER["checked_at"] < RANKER_CHECK_SECONDS:
-            return _ACTIVE_RANKER["row"]
-    row = SearchRanker.objects.filter(state=SearchRanker.State.ACTIVE).only("name", "path", "backbone_version").first()
-    with _RANKER_LOCK:
-        _ACTIVE_RANKER.update(row=row, checked_at=now)
-    return row
+# The active SearchRanker row (its serving fields only), re-read every RANKER_CHECK_SECONDS per
+# process, as the active backbone version is; an activation in this process is seen at once.
+ACTIVE_RANKER = Rechecked(
+    lambda: (
+        SearchRanker.objects.filter(state=SearchRanker.State.ACTIVE).only("name", "path", "backbone_version").first()
+    ),
+    RANKER_CHECK_SECONDS,
+)
 
 
 @receiver(lifecycle.activated, sender=SearchRanker)
 def forget_active_ranker(**_) -> None:
     """Re-read the active ranker row at the next search."""
-    with _RANKER_LOCK:
-        _ACTIVE_RANKER.update(row=None, checked_at=-1e9)
+    ACTIVE_RANKER.forget()
 
 
 def serving_ranker(version) -> ml.Ranker | None:
@@ -128,7 +121,7 @@ def serving_ranker(version) -> ml.Ranker | None:
 
     The model is loaded once per process. A ranker whose folder cannot be read is logged and not used.
     """
-    row = active_ranker_row()
+    row = ACTIVE_RANKER.get()
     return _loaded(row) if row is not None and row.backbone_version_id == version.pk else None
 
 
@@ -136,7 +129,7 @@ def ranker_for(version, session: str) -> tuple[ml.Ranker | None, str, str | None
     """(the ranker that serves ``session``, its row's name ("" for none), its A/B arm): a running
     experiment's challenger in arm B (``backbone.experiments``), else the active ranker of ``version``."""
     challenger, arm = experiments.choose("search", session)
-    row = challenger if challenger is not None else active_ranker_row()
+    row = challenger if challenger is not None else ACTIVE_RANKER.get()
     if row is None or row.backbone_version_id != version.pk:
         return None, "", arm
     return _loaded(row), row.name, arm

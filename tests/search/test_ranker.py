@@ -147,7 +147,7 @@ def test_a_process_reads_the_active_ranker_row_once_per_interval_and_other_proce
 
     SearchRanker.objects.filter(pk=row.pk).update(state="retired")  # as another process's roll-back would
     assert services.search_products(query="drill").ranker == "learned"  # within the interval
-    monkeypatch.setattr(services, "RANKER_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(services.ACTIVE_RANKER, "seconds", 0.0)
     assert services.search_products(query="drill").ranker == "fusion"
 
 
